@@ -105,12 +105,11 @@ class ModelConfig:
     members: tuple[str, ...] = ("iforest", "ecod", "knn", "pca", "robust_z")
     step_seconds: float | None = None
     window_steps: int = 12
-    season_steps: int | None = None
+    season_minutes: float | None = None
     horizon_minutes: float = 60.0
     max_train_rows: int = 5000
     n_estimators: int = 100
     n_neighbors: int = 10
-    smoothing_steps: int = 3
     random_state: int = 0
 
 
@@ -297,13 +296,14 @@ def _validate_model(model: ModelConfig) -> None:
         "max_train_rows": model.max_train_rows,
         "n_estimators": model.n_estimators,
         "n_neighbors": model.n_neighbors,
-        "smoothing_steps": model.smoothing_steps,
     }
     for key, value in positive.items():
         if value <= 0:
             raise ConfigError(f"model.{key}: expected a positive number, got {value!r}")
-    if model.step_seconds is not None and model.step_seconds <= 0:
-        raise ConfigError(f"model.step_seconds: expected a positive number, got {model.step_seconds!r}")
+    for key in ("step_seconds", "season_minutes"):
+        value = getattr(model, key)
+        if value is not None and value <= 0:
+            raise ConfigError(f"model.{key}: expected a positive number, got {value!r}")
 
 
 def _validate_levels(levels: LevelConfig) -> None:

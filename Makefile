@@ -1,0 +1,34 @@
+# Everything installs into .venv; nothing else on the machine is changed.
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+BIN := $(VENV)/bin
+INSTALLED := $(VENV)/.installed
+
+.PHONY: install demo test test-fast lint clean
+
+$(INSTALLED): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e ".[dev]"
+	touch $(INSTALLED)
+
+install: $(INSTALLED)
+
+# Ingest the real sample in data/, train, replay the rest in time order, print risk.
+demo: install
+	$(BIN)/predictor run
+
+# The whole suite, slow tests included.
+test: install
+	$(BIN)/python -m pytest
+
+# The suite without tests marked slow.
+test-fast: install
+	$(BIN)/python -m pytest -m "not slow"
+
+lint: install
+	$(BIN)/ruff check predictor tests dags benchmarks
+	$(BIN)/mypy
+
+clean:
+	rm -rf $(VENV) .predictor .pytest_cache

@@ -1,0 +1,127 @@
+"""MLflow tracking and registry: log training runs, load the champion model back."""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import joblib
+
+from predictor.config import Settings
+from predictor.exceptions import ModelNotFoundError
+from predictor.model import FleetModel
+
+logger = logging.getLogger(__name__)
+
+CHAMPION_ALIAS = "champion"
+_PYFUNC_FILE = Path(__file__).resolve().parent / "_mlflow_pyfunc.py"
+
+
+def configure_mlflow(settings: Settings) -> str:
+    """Point MLflow at the settings' tracking store and return the experiment id.
+
+    The experiment is created on first use with its artifacts under
+    ``settings.mlflow_artifact_uri``, so a local deployment keeps everything inside
+    ``PREDICTOR_HOME``.
+    """
+    import mlflow
+
+    settings.home.mkdir(parents=True, exist_ok=True)
+    mlflow.set_tracking_uri(settings.mlflow_tracking_uri)
+    client = mlflow.MlflowClient()
+    experiment = client.get_experiment_by_name(settings.experiment_name)
+    if experiment is not None:
+        return experiment.experiment_id
+    return client.create_experiment(
+        settings.experiment_name, artifact_location=settings.mlflow_artifact_uri
+    )
+
+
+def log_training_run(
+    settings: Settings,
+    fleet: FleetModel,
+    params: dict[str, Any],
+    metrics: dict[str, float],
+    tags: dict[str, str] | None = None,
+) -> tuple[str, str]:
+    """Log one training run and register its fleet model as the champion.
+
+    Parameters
+    ----------
+    settings : Settings
+    fleet : FleetModel
+        The fitted models of every component.
+    params : dict
+        Training parameters, logged as MLflow params.
+    metrics : dict
+        Training metrics, logged as MLflow metrics.
+    tags : dict or None, default=None
+        Extra run tags.
+
+    Returns
+    -------
+    run_id : str
+    version : str
+        The registered model version, for example ``"predictor-fleet/3"``.
+    """
+    import mlflow
+
+    experiment_id = configure_mlflow(settings)
+    with mlflow.start_run(experiment_id=experiment_id) as run, tempfile.TemporaryDirectory() as tmp:
+        mlflow.log_params({key: str(value)[:500] for key, value in params.items()})
+        mlflow.log_metrics(metrics)
+        mlflow.set_tags({"predictor.stage": "train", **(tags or {})})
+
+        bundle_path = Path(tmp) / "fleet.joblib"
+        joblib.dump(fleet, bundle_path)
+        info = mlflow.pyfunc.log_model(
+            name="fleet_model",
+            python_model=str(_PYFUNC_FILE),
+            artifacts={"fleet": str(bundle_path)},
+            registered_model_name=settings.registered_model_name,
+        )
+        run_id = run.info.run_id
+
+    client = mlflow.MlflowClient()
+    version_number = str(info.registered_model_version)
+    client.set_registered_model_alias(settings.registered_model_name, CHAMPION_ALIAS, version_number)
+    version = f"{settings.registered_model_name}/{version_number}"
+    logger.info(
+        "tracking: logged run %s with %d components, registered %s as %s",
+        run_id, len(fleet.components), version, CHAMPION_ALIAS,
+    )
+    return run_id, version
+
+
+def load_champion(settings: Settings) -> FleetModel:
+    """Load the fleet model that the registry alias ``champion`` points to.
+
+    Raises
+    ------
+    ModelNotFoundError
+        If no model has been trained and registered yet.
+    """
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    configure_mlflow(settings)
+    client = mlflow.MlflowClient()
+    name = settings.registered_model_name
+    try:
+        model_version = client.get_model_version_by_alias(name, CHAMPION_ALIAS)
+    except MlflowException:
+        raise ModelNotFoundError(
+            f"no model registered as {name}@{CHAMPION_ALIAS} in {settings.mlflow_tracking_uri}; "
+            "run `predictor train` first"
+        ) from None
+
+    pyfunc_model = mlflow.pyfunc.load_model(f"models:/{name}@{CHAMPION_ALIAS}")
+    fleet: FleetModel = pyfunc_model.unwrap_python_model().fleet
+    fleet.version = f"{name}/{model_version.version}"
+    logger.info(
+        "tracking: loaded %s (%d components) from run %s",
+        fleet.version, len(fleet.components), model_version.run_id,
+    )
+    return fleet
