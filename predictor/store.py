@@ -1,0 +1,681 @@
+"""Risk store: scores and hook-call records in a SQL database through SQLAlchemy Core.
+
+The same code runs on SQLite (the default, a file under ``PREDICTOR_HOME``) and on
+PostgreSQL (any URL in ``PREDICTOR_STORE_URL``). Times are stored in UTC and every frame
+returned here carries tz-aware UTC ``pandas.Timestamp`` values.
+
+Writing is idempotent: ``scores`` has a unique key on ``(component, scored_at)`` and
+``hook_calls`` on ``(hook, idempotency_key)``, and inserts skip rows whose key exists
+(``INSERT ... ON CONFLICT DO NOTHING``), so scoring the same time again adds no rows.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+import math
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import Dialect, Engine
+
+logger = logging.getLogger(__name__)
+
+#: Levels a score may carry; ``unknown`` means the telemetry was missing or stale.
+SCORE_LEVELS = ("normal", "elevated", "high", "critical", "unknown")
+
+#: Outcomes of one hook call as recorded in ``hook_calls.status``.
+HOOK_STATUSES = ("delivered", "failed", "skipped_cooldown", "dry_run")
+
+#: Rows per ``executemany`` call; bounds the memory held by one batch of parameters.
+INSERT_BATCH_ROWS = 5000
+
+_SQLITE_BUSY_TIMEOUT_MS = 30_000
+
+
+class UTCDateTime(sa.types.TypeDecorator[dt.datetime]):
+    """A timestamp column that stores UTC and returns tz-aware UTC datetimes.
+
+    SQLite has no time-zone type, so values are stored there as naive UTC text; PostgreSQL
+    stores them as ``timestamptz``. Naive input is rejected instead of being guessed.
+    """
+
+    impl = sa.DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: Any, dialect: Dialect) -> dt.datetime | None:
+        if value is None:
+            return None
+        if not isinstance(value, dt.datetime):
+            value = pd.Timestamp(value).to_pydatetime()
+        if value.tzinfo is None:
+            raise ValueError(
+                f"expected a tz-aware timestamp, got naive {value!r}. "
+                "Localise it first, for example with tz_localize('UTC')"
+            )
+        utc = value.astimezone(dt.UTC)
+        if isinstance(utc, pd.Timestamp):
+            utc = utc.to_pydatetime()
+        if dialect.name == "sqlite":
+            return utc.replace(tzinfo=None)
+        return utc
+
+    def process_result_value(self, value: Any, dialect: Dialect) -> dt.datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            return value.replace(tzinfo=dt.UTC)
+        return value.astimezone(dt.UTC)
+
+
+metadata = sa.MetaData()
+
+scores_table = sa.Table(
+    "scores",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("component", sa.String(255), nullable=False),
+    sa.Column("group_name", sa.String(255), nullable=True),
+    sa.Column("scored_at", UTCDateTime(), nullable=False),
+    sa.Column("risk", sa.Float, nullable=True),
+    sa.Column("anomaly_score", sa.Float, nullable=True),
+    sa.Column("forecast_probability", sa.Float, nullable=True),
+    sa.Column("time_to_threshold_seconds", sa.Float, nullable=True),
+    sa.Column("level", sa.String(16), nullable=False),
+    sa.Column("previous_level", sa.String(16), nullable=True),
+    sa.Column("pending_level", sa.String(16), nullable=True),
+    sa.Column("pending_count", sa.Integer, nullable=False, default=0),
+    sa.Column("drivers", sa.Text, nullable=False, default="[]"),
+    sa.Column("model_version", sa.String(255), nullable=False),
+    sa.Column("calibrated", sa.Boolean, nullable=False, default=False),
+    sa.Column("stale", sa.Boolean, nullable=False, default=False),
+    sa.Column("created_at", UTCDateTime(), nullable=False),
+    sa.UniqueConstraint("component", "scored_at", name="uq_scores_component_scored_at"),
+    sa.Index("ix_scores_component_scored_at", "component", "scored_at"),
+)
+
+hook_calls_table = sa.Table(
+    "hook_calls",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("hook", sa.String(255), nullable=False),
+    sa.Column("component", sa.String(255), nullable=False),
+    sa.Column("level", sa.String(16), nullable=False),
+    sa.Column("previous_level", sa.String(16), nullable=True),
+    sa.Column("scored_at", UTCDateTime(), nullable=False),
+    sa.Column("called_at", UTCDateTime(), nullable=False),
+    sa.Column("status", sa.String(32), nullable=False),
+    sa.Column("attempt_detail", sa.Text, nullable=True),
+    sa.Column("payload", sa.Text, nullable=False),
+    sa.Column("idempotency_key", sa.String(512), nullable=False),
+    sa.UniqueConstraint("hook", "idempotency_key", name="uq_hook_calls_hook_key"),
+    sa.Index("ix_hook_calls_hook_component", "hook", "component", "scored_at"),
+)
+
+SCORE_COLUMNS = tuple(column.name for column in scores_table.columns)
+HOOK_CALL_COLUMNS = tuple(column.name for column in hook_calls_table.columns)
+
+# Columns a caller must supply to write_scores. The others have the defaults below.
+_REQUIRED_SCORE_COLUMNS = ("component", "scored_at", "risk", "level", "model_version")
+_SCORE_DEFAULTS: dict[str, Any] = {
+    "group_name": None,
+    "anomaly_score": None,
+    "forecast_probability": None,
+    "time_to_threshold_seconds": None,
+    "previous_level": None,
+    "pending_level": None,
+    "pending_count": 0,
+    "drivers": None,
+    "calibrated": False,
+    "stale": False,
+}
+
+
+@dataclass(frozen=True)
+class HookCallRecord:
+    """One row of ``hook_calls``: a hook call for a level entry and its outcome.
+
+    Attributes
+    ----------
+    hook : str
+        Name of the configured hook.
+    component : str
+        Component whose level changed.
+    level : str
+        Level entered.
+    previous_level : str or None
+        Level before the change.
+    scored_at : pandas.Timestamp
+        Scoring time of the level entry (tz-aware UTC).
+    called_at : pandas.Timestamp
+        Wall-clock time of the call (tz-aware UTC).
+    status : str
+        One of ``delivered``, ``failed``, ``skipped_cooldown``, ``dry_run``.
+    attempt_detail : str
+        HTTP status, exit code or error of the attempt, or why it was skipped.
+    payload : dict
+        The JSON payload that was sent, or would have been sent.
+    idempotency_key : str
+        Key that makes a second call for the same level entry and hook a no-op.
+    """
+
+    hook: str
+    component: str
+    level: str
+    previous_level: str | None
+    scored_at: pd.Timestamp
+    called_at: pd.Timestamp
+    status: str
+    attempt_detail: str
+    payload: Mapping[str, Any]
+    idempotency_key: str
+
+
+def _json_default(value: Any) -> Any:
+    """Convert numpy scalars and timestamps that ``json`` cannot encode."""
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, pd.Timestamp | dt.datetime):
+        return pd.Timestamp(value).isoformat()
+    raise TypeError(f"value of type {type(value).__name__} is not JSON serialisable: {value!r}")
+
+
+# NaN and infinity are rejected because they are not valid JSON.
+_ENCODER = json.JSONEncoder(default=_json_default, allow_nan=False, sort_keys=True)
+
+
+def dumps_json(value: Any) -> str:
+    """Encode ``value`` as JSON text, converting numpy scalars and timestamps.
+
+    Raises
+    ------
+    ValueError
+        If ``value`` contains NaN or infinity, which JSON cannot represent.
+    TypeError
+        If ``value`` contains an object that has no JSON form.
+    """
+    return _ENCODER.encode(value)
+
+
+def _to_utc(value: Any, name: str) -> pd.Timestamp:
+    """Return ``value`` as a UTC ``Timestamp``, raising on naive times instead of guessing."""
+    try:
+        stamp = pd.Timestamp(value)
+    except (TypeError, ValueError) as error:
+        raise ValueError(f"{name}: expected a timestamp, got {value!r} ({error})") from None
+    if stamp is pd.NaT:
+        raise ValueError(f"{name}: expected a timestamp, got a missing value {value!r}")
+    if stamp.tzinfo is None:
+        raise ValueError(
+            f"{name}: expected a tz-aware timestamp, got naive {value!r}. "
+            "Pass a UTC time such as pandas.Timestamp('2024-01-01', tz='UTC')"
+        )
+    return stamp.tz_convert("UTC")
+
+
+def _optional_float(value: Any, column: str, row: int) -> float | None:
+    if value is None or value is pd.NA or value is pd.NaT:
+        return None
+    number = float(value)
+    if math.isnan(number):
+        return None
+    if math.isinf(number):
+        raise ValueError(
+            f"scores row {row}, column {column!r}: expected a finite number, got {value!r}"
+        )
+    return number
+
+
+def _optional_str(value: Any) -> str | None:
+    if value is None or value is pd.NA or (isinstance(value, float) and math.isnan(value)):
+        return None
+    return str(value)
+
+
+def _encode_drivers(value: Any, row: int) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "[]"
+    # Already-encoded drivers are accepted as long as they decode to a list of objects.
+    decoded = json.loads(value) if isinstance(value, str) else value
+    if not isinstance(decoded, list | tuple | np.ndarray) or not all(
+        isinstance(item, dict | Mapping) for item in decoded
+    ):
+        raise ValueError(
+            f"scores row {row}, column 'drivers': expected a list of "
+            f"{{'metric': ..., 'contribution': ...}} objects, got {value!r}"
+        )
+    try:
+        return dumps_json([item if isinstance(item, dict) else dict(item) for item in decoded])
+    except ValueError as error:
+        raise ValueError(f"scores row {row}, column 'drivers': {error}; got {value!r}") from None
+
+
+def _check_level(values: dict[str, Any], column: str, row: int, *, nullable: bool) -> str | None:
+    value = values[column]
+    text = _optional_str(value)
+    if text is None and nullable:
+        return None
+    if text not in SCORE_LEVELS:
+        raise ValueError(
+            f"scores row {row}, column {column!r}: expected one of {list(SCORE_LEVELS)}, "
+            f"got {value!r}"
+        )
+    return text
+
+
+def _score_rows(records: pd.DataFrame, created_at: pd.Timestamp) -> list[dict[str, Any]]:
+    """Validate a scores frame and convert it to insert parameters, one dict per row."""
+    frame = records
+    if "group_name" not in frame.columns and "group" in frame.columns:
+        frame = frame.rename(columns={"group": "group_name"})
+    missing = [column for column in _REQUIRED_SCORE_COLUMNS if column not in frame.columns]
+    if missing:
+        raise ValueError(
+            f"scores frame: missing required columns {missing}; got {list(frame.columns)}"
+        )
+
+    scored_at = pd.to_datetime(frame["scored_at"])
+    if scored_at.dt.tz is None:
+        raise ValueError(
+            "scores frame, column 'scored_at': expected tz-aware timestamps, got naive ones "
+            f"such as {scored_at.iloc[0]!r}. Localise them first, for example with "
+            ".dt.tz_localize('UTC')"
+        )
+    if scored_at.isna().any():
+        row = int(np.flatnonzero(scored_at.isna().to_numpy())[0])
+        raise ValueError(f"scores row {row}, column 'scored_at': expected a timestamp, got NaT")
+
+    columns = {name: frame[name].tolist() for name in frame.columns if name in SCORE_COLUMNS}
+    for name, default in _SCORE_DEFAULTS.items():
+        columns.setdefault(name, [default] * len(frame))
+    columns["scored_at"] = list(scored_at.dt.tz_convert("UTC").dt.to_pydatetime())
+    created = created_at.to_pydatetime()
+    return [
+        _score_row({name: values[i] for name, values in columns.items()}, i, created)
+        for i in range(len(frame))
+    ]
+
+
+def _score_row(values: dict[str, Any], row: int, created_at: dt.datetime) -> dict[str, Any]:
+    """Validate one score and convert it to insert parameters.
+
+    ``row`` is the position of the score in the input frame, for error messages.
+    """
+    component = _optional_str(values["component"])
+    if not component:
+        raise ValueError(
+            f"scores row {row}, column 'component': expected a name, got {values['component']!r}"
+        )
+    model_version = _optional_str(values["model_version"])
+    if model_version is None:
+        raise ValueError(
+            f"scores row {row}, column 'model_version': expected a string, "
+            f"got {values['model_version']!r}"
+        )
+    pending_count = _optional_float(values["pending_count"], "pending_count", row)
+
+    params = {
+        "component": component,
+        "group_name": _optional_str(values["group_name"]),
+        "scored_at": values["scored_at"],
+        "level": _check_level(values, "level", row, nullable=False),
+        "previous_level": _check_level(values, "previous_level", row, nullable=True),
+        "pending_level": _check_level(values, "pending_level", row, nullable=True),
+        "pending_count": 0 if pending_count is None else int(pending_count),
+        "drivers": _encode_drivers(values["drivers"], row),
+        "model_version": model_version,
+        "calibrated": _flag(values["calibrated"]),
+        "stale": _flag(values["stale"]),
+        "created_at": created_at,
+    }
+    for name in ("risk", "anomaly_score", "forecast_probability", "time_to_threshold_seconds"):
+        params[name] = _optional_float(values[name], name, row)
+    return params
+
+
+def _flag(value: Any) -> bool:
+    """Return a boolean column value, counting a missing value as False."""
+    if value is None or value is pd.NA or (isinstance(value, float) and math.isnan(value)):
+        return False
+    return bool(value)
+
+
+def _batches(rows: Sequence[dict[str, Any]], size: int) -> Iterator[Sequence[dict[str, Any]]]:
+    for start in range(0, len(rows), size):
+        yield rows[start:start + size]
+
+
+def _column_dtype(column: sa.Column[Any]) -> str:
+    """Return the pandas dtype of a result column, so empty and full frames match."""
+    if isinstance(column.type, sa.Boolean):
+        return "bool"
+    if isinstance(column.type, sa.Integer):
+        return "int64"
+    if isinstance(column.type, sa.Float):
+        return "float64"
+    # Nullable text stays object so that a missing value reads as None, not NaN.
+    return "object" if column.nullable else "str"
+
+
+def _frame(rows: Sequence[sa.RowMapping], table: sa.Table, json_column: str) -> pd.DataFrame:
+    """Build a result frame with tz-aware UTC times and the JSON column decoded."""
+    data: dict[str, pd.Series] = {}
+    for column in table.columns:
+        values = [row[column.name] for row in rows]
+        if isinstance(column.type, UTCDateTime):
+            stamps = pd.to_datetime(values, utc=True)
+            data[column.name] = pd.Series(stamps, dtype="datetime64[us, UTC]")
+        elif column.name == json_column:
+            data[column.name] = pd.Series([json.loads(text) for text in values], dtype="object")
+        else:
+            data[column.name] = pd.Series(values, dtype=_column_dtype(column))
+    return pd.DataFrame(data, columns=[column.name for column in table.columns])
+
+
+class RiskStore:
+    """Scores and hook-call records in a SQL database.
+
+    Parameters
+    ----------
+    url : str
+        SQLAlchemy database URL, for example ``sqlite:////var/lib/predictor/risk.db`` or
+        ``postgresql+psycopg://user@host/predictor``. The parent folder of a SQLite file is
+        created when missing.
+
+    Notes
+    -----
+    SQLite connections use write-ahead logging and a 30 s busy timeout, so a reader (the
+    API, a notebook) does not block the scoring job and two writers wait instead of failing.
+    Tables are created when missing; there are no migrations yet, so a changed schema
+    needs a new database.
+
+    Examples
+    --------
+    >>> import pandas as pd
+    >>> store = RiskStore("sqlite://")
+    >>> frame = pd.DataFrame({
+    ...     "component": ["gpu-1"], "scored_at": [pd.Timestamp("2024-05-01", tz="UTC")],
+    ...     "risk": [0.9], "level": ["critical"], "model_version": ["3"],
+    ... })
+    >>> store.write_scores(frame)
+    1
+    >>> store.write_scores(frame)
+    0
+    >>> store.last_score("gpu-1")["level"]
+    'critical'
+    >>> store.close()
+    """
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        parsed = sa.engine.make_url(url)
+        self._dialect = parsed.get_backend_name()
+        if self._dialect == "sqlite":
+            database = parsed.database
+            if database and database != ":memory:" and not database.startswith("file:"):
+                Path(database).expanduser().parent.mkdir(parents=True, exist_ok=True)
+            self.engine: Engine = sa.create_engine(
+                url, connect_args={"timeout": _SQLITE_BUSY_TIMEOUT_MS / 1000}
+            )
+            sa.event.listen(self.engine, "connect", _configure_sqlite)
+        else:
+            self.engine = sa.create_engine(url, pool_pre_ping=True)
+        metadata.create_all(self.engine)
+        logger.debug("risk store opened at %s", parsed.render_as_string(hide_password=True))
+
+    def _insert(self, table: sa.Table) -> Any:
+        if self._dialect == "sqlite":
+            return sqlite.insert(table).on_conflict_do_nothing()
+        if self._dialect == "postgresql":
+            return postgresql.insert(table).on_conflict_do_nothing()
+        raise ValueError(
+            f"store url: expected a sqlite or postgresql database, got dialect {self._dialect!r}"
+        )
+
+    def write_scores(self, records: pd.DataFrame) -> int:
+        """Insert scores in one transaction, skipping rows whose (component, scored_at) exist.
+
+        Parameters
+        ----------
+        records : pandas.DataFrame
+            One row per component and scoring time. Required columns: ``component``,
+            ``scored_at`` (tz-aware), ``risk``, ``level``, ``model_version``. Optional:
+            ``group_name`` (or ``group``), ``anomaly_score``, ``forecast_probability``,
+            ``time_to_threshold_seconds``, ``previous_level``, ``pending_level``,
+            ``pending_count`` (default 0), ``drivers`` (list of
+            ``{"metric": ..., "contribution": ...}``, default empty), ``calibrated`` and
+            ``stale`` (default False). NaN in a number column is stored as NULL. Other
+            columns are ignored.
+
+        Returns
+        -------
+        int
+            Number of rows inserted; rows already stored are not counted.
+
+        Raises
+        ------
+        ValueError
+            If a required column is missing, ``scored_at`` is naive, a level is not one of
+            ``normal``, ``elevated``, ``high``, ``critical``, ``unknown``, or a number is
+            infinite. The message names the row and column.
+        """
+        if len(records) == 0:
+            return 0
+        rows = _score_rows(records, pd.Timestamp.now(tz="UTC"))
+
+        # RETURNING counts the inserted rows on every dialect, because the driver's
+        # rowcount after an executemany is not reliable everywhere.
+        statement = self._insert(scores_table).returning(scores_table.c.id)
+        inserted = 0
+        with self.engine.begin() as connection:
+            for batch in _batches(rows, INSERT_BATCH_ROWS):
+                inserted += len(connection.execute(statement, list(batch)).all())
+        logger.info(
+            "risk store: wrote %d of %d scores (%d already stored)",
+            inserted, len(rows), len(rows) - inserted,
+        )
+        return inserted
+
+    def latest_scores(self) -> pd.DataFrame:
+        """Return the latest score of each component, ordered by component."""
+        latest = (
+            sa.select(
+                scores_table.c.component,
+                sa.func.max(scores_table.c.scored_at).label("scored_at"),
+            )
+            .group_by(scores_table.c.component)
+            .subquery()
+        )
+        query = (
+            sa.select(scores_table)
+            .join(
+                latest,
+                sa.and_(
+                    scores_table.c.component == latest.c.component,
+                    scores_table.c.scored_at == latest.c.scored_at,
+                ),
+            )
+            .order_by(scores_table.c.component)
+        )
+        return self._read_scores(query)
+
+    def scores(
+        self,
+        component: str | None = None,
+        since: Any = None,
+        until: Any = None,
+    ) -> pd.DataFrame:
+        """Return stored scores ordered by component and scoring time.
+
+        Parameters
+        ----------
+        component : str or None, default=None
+            Only this component; None returns all.
+        since, until : datetime-like or None, default=None
+            Inclusive bounds on ``scored_at``. They must be tz-aware.
+
+        Returns
+        -------
+        pandas.DataFrame
+            The ``scores`` columns, with ``scored_at`` and ``created_at`` as tz-aware UTC
+            timestamps and ``drivers`` decoded to lists of dicts.
+        """
+        query = sa.select(scores_table)
+        if component is not None:
+            query = query.where(scores_table.c.component == component)
+        if since is not None:
+            query = query.where(scores_table.c.scored_at >= _to_utc(since, "since"))
+        if until is not None:
+            query = query.where(scores_table.c.scored_at <= _to_utc(until, "until"))
+        query = query.order_by(scores_table.c.component, scores_table.c.scored_at)
+        return self._read_scores(query)
+
+    def last_score(self, component: str) -> dict[str, Any] | None:
+        """Return the latest score of ``component`` as a dict of Python values, or None."""
+        query = (
+            sa.select(scores_table)
+            .where(scores_table.c.component == component)
+            .order_by(scores_table.c.scored_at.desc())
+            .limit(1)
+        )
+        frame = self._read_scores(query)
+        if frame.empty:
+            return None
+        row = frame.iloc[0].to_dict()
+        return {
+            name: value.item() if isinstance(value, np.generic) else value
+            for name, value in row.items()
+        }
+
+    def _read_scores(self, query: sa.Select[Any]) -> pd.DataFrame:
+        with self.engine.connect() as connection:
+            rows = connection.execute(query).mappings().all()
+        return _frame(rows, scores_table, "drivers")
+
+    def record_hook_call(self, record: HookCallRecord) -> bool:
+        """Insert one hook-call record unless one with the same (hook, idempotency_key) exists.
+
+        Returns
+        -------
+        bool
+            True when the row was inserted, False when it was already stored.
+
+        Raises
+        ------
+        ValueError
+            If ``record.status`` is not a known status or a time is naive.
+        """
+        if record.status not in HOOK_STATUSES:
+            raise ValueError(
+                f"hook call status: expected one of {list(HOOK_STATUSES)}, got {record.status!r}"
+            )
+        row = {
+            "hook": record.hook,
+            "component": record.component,
+            "level": record.level,
+            "previous_level": record.previous_level,
+            "scored_at": _to_utc(record.scored_at, "scored_at"),
+            "called_at": _to_utc(record.called_at, "called_at"),
+            "status": record.status,
+            "attempt_detail": record.attempt_detail,
+            "payload": dumps_json(dict(record.payload)),
+            "idempotency_key": record.idempotency_key,
+        }
+        with self.engine.begin() as connection:
+            result = connection.execute(self._insert(hook_calls_table), row)
+        return result.rowcount == 1
+
+    def has_hook_call(self, hook: str, idempotency_key: str) -> bool:
+        """Return whether a call of ``hook`` with ``idempotency_key`` is recorded."""
+        query = sa.select(sa.literal(1)).where(
+            hook_calls_table.c.hook == hook,
+            hook_calls_table.c.idempotency_key == idempotency_key,
+        )
+        with self.engine.connect() as connection:
+            return connection.execute(query).first() is not None
+
+    def hook_calls(self, component: str | None = None, hook: str | None = None) -> pd.DataFrame:
+        """Return recorded hook calls ordered by scoring time and id.
+
+        Parameters
+        ----------
+        component, hook : str or None, default=None
+            Filters; None returns all.
+
+        Returns
+        -------
+        pandas.DataFrame
+            The ``hook_calls`` columns, with times as tz-aware UTC timestamps and
+            ``payload`` decoded to a dict.
+        """
+        query = sa.select(hook_calls_table)
+        if component is not None:
+            query = query.where(hook_calls_table.c.component == component)
+        if hook is not None:
+            query = query.where(hook_calls_table.c.hook == hook)
+        query = query.order_by(hook_calls_table.c.scored_at, hook_calls_table.c.id)
+        with self.engine.connect() as connection:
+            rows = connection.execute(query).mappings().all()
+        return _frame(rows, hook_calls_table, "payload")
+
+    def last_delivered_call(
+        self,
+        hook: str,
+        component: str,
+        *,
+        at_or_before: Any = None,
+        statuses: Sequence[str] = ("delivered",),
+    ) -> pd.Timestamp | None:
+        """Return the ``scored_at`` of the last delivered call of ``hook`` for ``component``.
+
+        Parameters
+        ----------
+        hook, component : str
+            The hook name and the component.
+        at_or_before : datetime-like or None, default=None
+            Only consider calls scored at or before this tz-aware time.
+        statuses : sequence of str, default=("delivered",)
+            Statuses that count as a delivery; a dry run also counts ``dry_run``.
+
+        Returns
+        -------
+        pandas.Timestamp or None
+            Scoring time (tz-aware UTC) of the latest such call, or None.
+        """
+        query = sa.select(sa.func.max(hook_calls_table.c.scored_at)).where(
+            hook_calls_table.c.hook == hook,
+            hook_calls_table.c.component == component,
+            hook_calls_table.c.status.in_(list(statuses)),
+        )
+        if at_or_before is not None:
+            query = query.where(
+                hook_calls_table.c.scored_at <= _to_utc(at_or_before, "at_or_before")
+            )
+        with self.engine.connect() as connection:
+            value = connection.execute(query).scalar()
+        if value is None:
+            return None
+        stamp = pd.Timestamp(value)
+        return stamp.tz_localize("UTC") if stamp.tzinfo is None else stamp.tz_convert("UTC")
+
+    def close(self) -> None:
+        """Release the database connections."""
+        self.engine.dispose()
+
+
+def _configure_sqlite(dbapi_connection: Any, _record: Any) -> None:
+    cursor = dbapi_connection.cursor()
+    try:
+        # WAL lets readers run while the scoring job writes.
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute(f"PRAGMA busy_timeout={_SQLITE_BUSY_TIMEOUT_MS}")
+        cursor.execute("PRAGMA synchronous=NORMAL")
+    finally:
+        cursor.close()
