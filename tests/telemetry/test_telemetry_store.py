@@ -1,0 +1,181 @@
+"""TelemetryStore: partitioned Parquet, idempotent appends, conflicts, atomic files."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+import pyarrow.dataset as ds
+import pytest
+
+from predictor.telemetry import TelemetryStore
+from predictor.telemetry.store import REASON_CONFLICT
+
+
+def _rows(times: list[str], component: str = "gpu-1", metric: str = "temp",
+          values: list[float] | None = None) -> pd.DataFrame:
+    return pd.DataFrame({
+        "timestamp": pd.to_datetime(times, utc=True),
+        "component": component,
+        "metric": metric,
+        "value": values if values is not None else [float(i) for i in range(len(times))],
+    })
+
+
+def _part_files(root: Path) -> list[Path]:
+    return sorted(root.glob("component=*/date=*/part-*.parquet"))
+
+
+def test_append_read_round_trip(tmp_path):
+    store = TelemetryStore(tmp_path / "telemetry")
+    rows = pd.concat([
+        _rows(["2026-06-01T00:01Z", "2026-06-01T00:00Z"], metric="temp", values=[2.0, 1.0]),
+        _rows(["2026-06-01T00:00Z"], metric="power", values=[300.0]),
+        _rows(["2026-06-01T00:00Z"], component="cpu-1", values=[5.5]),
+    ])
+    result = store.append(rows)
+    stored = store.read()
+
+    assert result.written == 4
+    assert result.duplicates == 0
+    assert result.conflicts.empty
+    assert list(stored.columns) == ["timestamp", "component", "metric", "value"]
+    assert str(stored["timestamp"].dtype) == "datetime64[ns, UTC]"
+    assert stored["component"].tolist() == ["cpu-1", "gpu-1", "gpu-1", "gpu-1"]
+    assert stored["metric"].tolist() == ["temp", "power", "temp", "temp"]
+    assert stored["value"].tolist() == [5.5, 300.0, 1.0, 2.0]
+
+
+def test_hive_layout_one_folder_per_day(tmp_path):
+    store = TelemetryStore(tmp_path)
+    store.append(_rows(["2026-06-01T23:59Z", "2026-06-02T00:00Z"], component="node@rack:7"))
+
+    folders = sorted(f.parent.relative_to(tmp_path).as_posix() for f in _part_files(tmp_path))
+    assert folders == [
+        "component=node%40rack%3A7/date=2026-06-01",
+        "component=node%40rack%3A7/date=2026-06-02",
+    ]
+    # Other tools read the same layout with hive partitioning and decode the name.
+    table = ds.dataset(tmp_path, format="parquet", partitioning="hive").to_table()
+    assert set(table.column("component").to_pylist()) == {"node@rack:7"}
+    assert store.components() == ["node@rack:7"]
+
+
+def test_reappend_adds_no_rows(tmp_path):
+    store = TelemetryStore(tmp_path)
+    rows = _rows([f"2026-06-01T00:{m:02d}Z" for m in range(10)])
+    store.append(rows)
+    files_before = _part_files(tmp_path)
+    again = store.append(rows)
+
+    assert again.written == 0
+    assert again.duplicates == 10
+    assert again.conflicts.empty
+    assert len(store.read()) == 10
+    assert _part_files(tmp_path) == files_before
+
+
+def test_repeats_within_input_counted(tmp_path):
+    store = TelemetryStore(tmp_path)
+    rows = _rows(["2026-06-01T00:00Z"] * 3 + ["2026-06-01T00:01Z"], values=[1.0, 1.0, 1.0, 2.0])
+    result = store.append(rows)
+
+    assert result.written == 2
+    assert result.duplicates == 2
+    assert len(store.read()) == 2
+
+
+def test_stored_value_wins_conflict(tmp_path):
+    store = TelemetryStore(tmp_path)
+    store.append(_rows(["2026-06-01T00:00Z", "2026-06-01T00:01Z"], values=[1.0, 2.0]))
+    later = _rows(["2026-06-01T00:00Z", "2026-06-01T00:02Z"], values=[9.0, 3.0])
+    later["source_row"] = [7, 8]
+    result = store.append(later)
+
+    assert result.written == 1
+    assert result.duplicates == 0
+    assert result.conflicts["source_row"].tolist() == [7]
+    assert result.conflicts["value"].tolist() == [9.0]
+    assert result.conflicts["kept_value"].tolist() == [1.0]
+    assert result.conflicts["reason"].tolist() == [REASON_CONFLICT]
+    assert store.read()["value"].tolist() == [1.0, 2.0, 3.0]
+
+
+def test_first_value_in_input_wins_conflict(tmp_path):
+    store = TelemetryStore(tmp_path)
+    rows = _rows(["2026-06-01T00:00Z"] * 3, values=[5.0, 6.0, 5.0])
+    result = store.append(rows)
+
+    assert result.written == 1
+    assert result.duplicates == 1
+    assert result.conflicts["value"].tolist() == [6.0]
+    assert result.conflicts["kept_value"].tolist() == [5.0]
+    assert store.read()["value"].tolist() == [5.0]
+
+
+def test_read_filters_are_inclusive(tmp_path):
+    store = TelemetryStore(tmp_path)
+    times = ["2026-06-01T23:00Z", "2026-06-02T00:00Z", "2026-06-02T01:00Z", "2026-06-03T00:00Z"]
+    store.append(pd.concat([
+        _rows(times, component="a", metric="x"),
+        _rows(times, component="a", metric="y"),
+        _rows(times, component="b", metric="x"),
+    ]))
+    selected = store.read(components=["a"], metrics=["x"], start="2026-06-02T00:00Z",
+                          end=pd.Timestamp("2026-06-02T01:00Z"))
+
+    assert selected["timestamp"].tolist() == pd.to_datetime(times[1:3], utc=True).tolist()
+    assert set(selected["component"]) == {"a"}
+    assert set(selected["metric"]) == {"x"}
+    assert store.read(components=["missing"]).empty
+    # A bound without a timezone is UTC.
+    assert len(store.read(start="2026-06-03 00:00")) == 3
+
+
+def test_last_timestamp_and_components(tmp_path):
+    store = TelemetryStore(tmp_path)
+    assert store.components() == []
+    assert store.last_timestamp("a") is None
+
+    store.append(_rows(["2026-06-01T05:00Z", "2026-06-03T07:30Z"], component="a"))
+    store.append(_rows(["2026-06-02T00:00Z"], component="b"))
+
+    assert store.components() == ["a", "b"]
+    assert store.last_timestamp("a") == pd.Timestamp("2026-06-03T07:30Z")
+    assert store.last_timestamp("b") == pd.Timestamp("2026-06-02T00:00Z")
+    assert store.last_timestamp("c") is None
+
+
+def test_naive_timestamps_rejected(tmp_path):
+    rows = _rows(["2026-06-01T00:00Z"])
+    rows["timestamp"] = rows["timestamp"].dt.tz_localize(None)
+    with pytest.raises(TypeError, match="'timestamp' must be timezone-aware"):
+        TelemetryStore(tmp_path).append(rows)
+
+
+def test_failed_write_leaves_no_file(tmp_path, monkeypatch):
+    store = TelemetryStore(tmp_path)
+    store.append(_rows(["2026-06-01T00:00Z"]))
+
+    def fail_rename(source, target):
+        raise OSError(f"disk full while renaming {source} to {target}")
+
+    monkeypatch.setattr("predictor.telemetry.store.os.replace", fail_rename)
+    with pytest.raises(OSError, match="disk full"):
+        store.append(_rows(["2026-06-01T00:05Z"], values=[8.0]))
+
+    assert len(_part_files(tmp_path)) == 1
+    assert not list(tmp_path.rglob("*.tmp"))
+    assert store.read()["value"].tolist() == [0.0]
+
+
+def test_partial_temporary_file_ignored(tmp_path):
+    store = TelemetryStore(tmp_path)
+    store.append(_rows(["2026-06-01T00:00Z"]))
+    partition = _part_files(tmp_path)[0].parent
+    # What a process killed mid-write leaves behind: a truncated, hidden file.
+    (partition / ".part-deadbeef.parquet.tmp").write_bytes(b"PAR1\x00\x01")
+
+    assert store.read()["value"].tolist() == [0.0]
+    assert store.append(_rows(["2026-06-01T00:00Z"])).duplicates == 1
+    assert store.last_timestamp("gpu-1") == pd.Timestamp("2026-06-01T00:00Z")
