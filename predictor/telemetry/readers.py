@@ -810,9 +810,9 @@ def _raw_text(
     out = np.empty(len(cells), dtype=object)
     row_of_cell, column_of_cell = np.divmod(cells, n_metrics)
     time_fault = has_ts_reason[row_of_cell]
-    out[time_fault] = raw_times.astype(str).to_numpy()[row_of_cell[time_fault]]
+    out[time_fault] = raw_times.iloc[row_of_cell[time_fault]].map(str).to_numpy(dtype=object)
     for j, series in enumerate(value_columns.values()):
         selected = ~time_fault & (column_of_cell == j)
         if selected.any():
-            out[selected] = series.iloc[row_of_cell[selected]].astype(str).to_numpy()
+            out[selected] = series.iloc[row_of_cell[selected]].map(str).to_numpy(dtype=object)
     return out
