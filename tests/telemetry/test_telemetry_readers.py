@@ -314,3 +314,23 @@ def test_decimal_comma_with_dot_thousands(tmp_path):
     # "1.5" has a dot but no thousands group, so it is neither format: rejected, not 1.5.
     assert raw.rejected["raw_value"].tolist() == ["1.5"]
     assert raw.rejected["reason"].tolist() == [REASON_NON_NUMERIC]
+
+
+def test_long_repeated_hour_per_series(tmp_path):
+    frame = pd.read_csv(CASES / "R01-dst-naive-local-sorted.csv")
+    long = pd.concat([
+        frame.assign(metric="cpu_util", value=frame["cpu_util"]),
+        frame.assign(metric="mem_util", value=frame["cpu_util"] / 2),
+    ]).rename(columns={"ts_local": "timestamp"})
+    # Shuffled lines: only the order column tells the two passes of 02:00 apart.
+    columns = ["timestamp", "component", "metric", "value", "seq"]
+    long = long[columns].sample(frac=1, random_state=0)
+    path = tmp_path / "long.csv"
+    long.to_csv(path, index=False)
+    raw = read_source(_source(path, "long", timezone="Europe/Berlin", order_column="seq"))
+    rows = raw.rows.assign(seq=long["seq"].to_numpy()[raw.rows["source_row"] - 2])
+
+    assert raw.rows_read == 48
+    for metric in ("cpu_util", "mem_util"):
+        series = rows.loc[rows["metric"] == metric].sort_values("seq")["timestamp"]
+        assert series.diff().dropna().unique().tolist() == [pd.Timedelta(minutes=15)]
