@@ -60,6 +60,9 @@ class IngestSummary:
         The CSV of quarantined rows, or None when no row was quarantined.
     reasons : dict of str to int
         Quarantined rows per reason.
+    train_until : Timestamp or None
+        Where the source's training part ends (see :func:`split_time`); None for a
+        source with role ``"replay"``.
     """
 
     source: str
@@ -73,6 +76,7 @@ class IngestSummary:
     last_timestamp: pd.Timestamp | None = None
     quarantine_file: Path | None = None
     reasons: dict[str, int] = field(default_factory=dict)
+    train_until: pd.Timestamp | None = None
 
 
 def ingest_source(
@@ -127,6 +131,7 @@ def ingest_source(
         last_timestamp=good[TIMESTAMP].max() if len(good) else None,
         quarantine_file=quarantine_file,
         reasons=dict(Counter(quarantine[REASON].tolist())),
+        train_until=split_time(source, raw.rows),
     )
     _check_accounting(summary)
 
