@@ -1,0 +1,286 @@
+"""The stages in order: ingest, train, score (with publish and hooks), and the whole run.
+
+The command line, the Airflow tasks and notebooks all call these functions, so a
+scheduled run and a manual one do the same work.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+
+from predictor.config import Settings, SourceConfig
+from predictor.exceptions import ConfigError, PredictorUserError
+from predictor.hooks import dispatch_hooks
+from predictor.model import FleetModel
+from predictor.progress import progress
+from predictor.scoring import score_component
+from predictor.store import RiskStore
+from predictor.telemetry import IngestSummary, TelemetryStore, ingest_source
+from predictor.tracking import load_champion, log_training_run
+from predictor.training import TrainingWindow, train_fleet
+
+logger = logging.getLogger(__name__)
+
+TRAINING_WINDOWS_FILE = "training_windows.json"
+
+
+@dataclass
+class TrainResult:
+    """Outcome of a training run."""
+
+    run_id: str
+    model_version: str
+    components: list[str]
+    metrics: dict[str, float]
+
+
+@dataclass
+class ScoreResult:
+    """Outcome of one scoring cycle."""
+
+    until: pd.Timestamp | None
+    scores_written: int = 0
+    components_scored: int = 0
+    hook_calls: int = 0
+    failed_components: dict[str, str] = field(default_factory=dict)
+
+
+def open_telemetry(settings: Settings) -> TelemetryStore:
+    """Return the telemetry store under ``PREDICTOR_HOME``."""
+    return TelemetryStore(settings.telemetry_dir)
+
+
+def open_risk_store(settings: Settings) -> RiskStore:
+    """Return the risk store at ``PREDICTOR_STORE_URL`` (SQLite under home by default)."""
+    settings.home.mkdir(parents=True, exist_ok=True)
+    return RiskStore(settings.store_url)
+
+
+def select_sources(settings: Settings, names: Sequence[str] | None = None) -> list[SourceConfig]:
+    """Return the configured sources called ``names``, or all of them.
+
+    Raises
+    ------
+    ConfigError
+        If a name is not a configured source, or no source is configured.
+    """
+    if not settings.sources:
+        raise ConfigError(f"{settings.config_path}: no [[sources]] configured to ingest")
+    if not names:
+        return list(settings.sources)
+    known = {source.name: source for source in settings.sources}
+    missing = [name for name in names if name not in known]
+    if missing:
+        raise ConfigError(f"unknown source {missing[0]!r}; configured sources: {sorted(known)}")
+    return [known[name] for name in names]
+
+
+def ingest(
+    settings: Settings,
+    sources: Sequence[SourceConfig] | None = None,
+    telemetry: TelemetryStore | None = None,
+) -> list[IngestSummary]:
+    """Ingest each source into the telemetry store and record training windows.
+
+    A source with role ``train`` or ``split`` also records where its training part
+    ends, so :func:`train` can find each component's training window later.
+    """
+    telemetry = telemetry or open_telemetry(settings)
+    summaries = []
+    windows = _read_training_windows(settings)
+    for source in sources if sources is not None else select_sources(settings):
+        summary = ingest_source(source, settings, telemetry)
+        summaries.append(summary)
+        for component in summary.components:
+            windows[component] = _later(windows.get(component), summary.train_until)
+    _write_training_windows(settings, windows)
+    return summaries
+
+
+def _later(current: str | None, cut: pd.Timestamp | None) -> str | None:
+    if cut is None:
+        return current
+    if current is not None and pd.Timestamp(current) >= cut:
+        return current
+    return cut.isoformat()
+
+
+def _read_training_windows(settings: Settings) -> dict[str, str | None]:
+    path = settings.home / TRAINING_WINDOWS_FILE
+    if not path.is_file():
+        return {}
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+def _write_training_windows(settings: Settings, windows: dict[str, str | None]) -> None:
+    settings.home.mkdir(parents=True, exist_ok=True)
+    path = settings.home / TRAINING_WINDOWS_FILE
+    temporary = path.with_suffix(".tmp")
+    temporary.write_text(json.dumps(windows, indent=2, sort_keys=True), encoding="utf-8")
+    temporary.replace(path)
+
+
+def training_windows(
+    settings: Settings,
+    until: pd.Timestamp | None = None,
+    lookback_days: float | None = None,
+) -> dict[str, TrainingWindow]:
+    """Return each component's training window.
+
+    With ``until``, every component trains on rows before it (and after
+    ``until - lookback_days`` when given). Without it, the training cut recorded at
+    ingest from the sources' roles is used, and components without one train on all
+    their rows.
+    """
+    if until is not None:
+        start = until - pd.Timedelta(days=lookback_days) if lookback_days else None
+        return {
+            component: TrainingWindow(start, until - pd.Timedelta(1, "ns"))
+            for component in open_telemetry(settings).components()
+        }
+
+    windows = {}
+    for component, cut in _read_training_windows(settings).items():
+        if cut is None:
+            continue
+        end = pd.Timestamp(cut) - pd.Timedelta(1, "ns")
+        start = end - pd.Timedelta(days=lookback_days) if lookback_days else None
+        windows[component] = TrainingWindow(start, end)
+    return windows
+
+
+def train(
+    settings: Settings,
+    until: pd.Timestamp | None = None,
+    lookback_days: float | None = None,
+    components: Sequence[str] | None = None,
+) -> TrainResult:
+    """Train every component's models and log them to MLflow as the new champion."""
+    telemetry = open_telemetry(settings)
+    windows = training_windows(settings, until, lookback_days)
+    fleet, metrics = train_fleet(settings, telemetry, windows, components)
+    if not fleet.components:
+        raise PredictorUserError("no component had training data; nothing was trained")
+    run_id, version = log_training_run(
+        settings, fleet, params=fleet.params, metrics=metrics,
+        tags={"predictor.components": str(len(fleet.components))},
+    )
+    return TrainResult(run_id, version, sorted(fleet.components), metrics)
+
+
+def latest_telemetry_time(telemetry: TelemetryStore, components: Sequence[str]) -> pd.Timestamp | None:
+    """Return the newest telemetry timestamp over ``components``."""
+    times = [telemetry.last_timestamp(component) for component in components]
+    known = [time for time in times if time is not None]
+    return max(known) if known else None
+
+
+def score(
+    settings: Settings,
+    until: pd.Timestamp | None = None,
+    *,
+    dry_run: bool = False,
+    fleet: FleetModel | None = None,
+    telemetry: TelemetryStore | None = None,
+    store: RiskStore | None = None,
+) -> ScoreResult:
+    """Score every trained component up to ``until``, publish the scores, call hooks.
+
+    Parameters
+    ----------
+    settings : Settings
+    until : pandas.Timestamp or None, default=None
+        Last time to score; None scores up to the newest telemetry in the store.
+    dry_run : bool, default=False
+        Decide and record hook calls without sending them.
+    fleet, telemetry, store : optional
+        Already-open model, telemetry store and risk store; loaded when None.
+
+    Returns
+    -------
+    ScoreResult
+        Counts, and the components whose scoring failed with the error, so one bad
+        component does not stop the others from publishing.
+    """
+    fleet = fleet or load_champion(settings)
+    telemetry = telemetry or open_telemetry(settings)
+    store = store or open_risk_store(settings)
+    components = sorted(fleet.components)
+    until = until if until is not None else latest_telemetry_time(telemetry, components)
+    result = ScoreResult(until=until)
+    if until is None:
+        logger.warning("score: no telemetry for any trained component; nothing scored")
+        return result
+
+    started = time.perf_counter()
+    for component in components:
+        model = fleet.components[component]
+        try:
+            scored = score_component(
+                model, telemetry, store.last_score(component), until, settings, fleet.version,
+            )
+        except (ValueError, KeyError, FloatingPointError) as error:
+            logger.exception("score: component %s failed; other components go on", component)
+            result.failed_components[component] = str(error)
+            continue
+        if scored.records.empty:
+            continue
+        result.scores_written += store.write_scores(scored.records)
+        result.components_scored += 1
+        if scored.events and settings.hooks:
+            calls = dispatch_hooks(scored.events, settings.hooks, store, home=settings.home, dry_run=dry_run)
+            result.hook_calls += len(calls)
+
+    logger.info(
+        "score: %d components, %d scores written, %d hook calls, %d failed, up to %s in %.1f s",
+        result.components_scored, result.scores_written, result.hook_calls,
+        len(result.failed_components), until, time.perf_counter() - started,
+    )
+    return result
+
+
+def replay(
+    settings: Settings,
+    chunk: pd.Timedelta,
+    *,
+    dry_run: bool = False,
+) -> list[ScoreResult]:
+    """Score the stored telemetry forward in time, one scoring cycle per ``chunk``.
+
+    Each cycle scores what a scheduled run at that time would have seen, so levels,
+    hysteresis and hooks behave as they would live.
+    """
+    fleet = load_champion(settings)
+    telemetry = open_telemetry(settings)
+    store = open_risk_store(settings)
+    components = sorted(fleet.components)
+    end = latest_telemetry_time(telemetry, components)
+    if end is None:
+        raise PredictorUserError("no telemetry to replay; run `predictor ingest` first")
+    start = min(model.train_end for model in fleet.components.values())
+
+    cycle_ends = list(pd.date_range(start + chunk, end, freq=chunk, tz="UTC"))
+    if not cycle_ends or cycle_ends[-1] < end:
+        cycle_ends.append(end)
+    results = []
+    for cycle_end in progress(cycle_ends, desc="replay", unit="cycle"):
+        results.append(score(settings, cycle_end, dry_run=dry_run, fleet=fleet, telemetry=telemetry, store=store))
+    store.close()
+    return results
+
+
+def home_summary(settings: Settings) -> dict[str, Path]:
+    """Return where the state of this deployment lives."""
+    return {
+        "telemetry": settings.telemetry_dir,
+        "quarantine": settings.quarantine_dir,
+        "risk store": Path(settings.store_url.removeprefix("sqlite:///")),
+        "mlflow": Path(settings.mlflow_tracking_uri.removeprefix("sqlite:///")),
+    }

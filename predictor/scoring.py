@@ -1,0 +1,194 @@
+"""Scoring stage: turn new telemetry into failure-risk, levels and level-change events.
+
+Each component is scored on every grid point after its last stored score, up to a
+given time. Features are trailing windows and forecasts run forward from the end of
+training, so the score at time t depends only on rows with timestamps at or before t:
+scoring in one call or in many, and appending later rows, give the same scores.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from predictor.config import Settings
+from predictor.features import build_grid, make_features
+from predictor.hooks import HookEvent
+from predictor.model import ComponentModel
+from predictor.risk import LEVELS, LevelState, assign_levels, fuse_risk
+from predictor.telemetry import TelemetryStore
+
+logger = logging.getLogger(__name__)
+
+# Forecast drivers are named only when crossing is at least this likely.
+FORECAST_DRIVER_PROBABILITY = 0.5
+
+
+@dataclass
+class ComponentScores:
+    """Score rows of one component for the risk store, and its level entries."""
+
+    records: pd.DataFrame
+    events: list[HookEvent]
+
+
+def _previous_state(last_score: dict | None) -> LevelState:
+    if last_score is None:
+        return LevelState()
+    return LevelState(
+        level=last_score["level"],
+        pending_level=last_score["pending_level"],
+        pending_count=int(last_score["pending_count"]),
+    )
+
+
+def _stale_mask(rows: pd.DataFrame, times: pd.DatetimeIndex, max_age: pd.Timedelta) -> np.ndarray:
+    """Flag grid times whose newest telemetry row is older than ``max_age``."""
+    observed = np.sort(rows["timestamp"].to_numpy(dtype="datetime64[ns]"))
+    grid = times.tz_convert("UTC").tz_localize(None).to_numpy(dtype="datetime64[ns]")
+    positions = np.searchsorted(observed, grid, side="right") - 1
+    stale = np.ones(len(grid), dtype=bool)
+    seen = positions >= 0
+    age = grid[seen] - observed[positions[seen]]
+    stale[seen] = age > max_age.to_timedelta64()
+    return stale
+
+
+def _forecast_columns(
+    model: ComponentModel, grid: pd.DataFrame, times: pd.DatetimeIndex
+) -> tuple[np.ndarray, np.ndarray, list[list[dict]]]:
+    """Return the crossing probability, time to threshold and forecast drivers per time."""
+    probability = np.full(len(times), np.nan)
+    time_to_threshold = np.full(len(times), np.nan)
+    drivers: list[list[dict]] = [[] for _ in times]
+
+    for metric, forecaster in model.forecasters.items():
+        history = grid[metric].loc[forecaster.train_end_ + model.step:]
+        path = forecaster.forecast_path(history).reindex(times)
+        metric_probability = path["crossing_probability"].to_numpy(dtype=float)
+        metric_time = path["time_to_threshold_seconds"].to_numpy(dtype=float)
+
+        probability = np.fmax(probability, metric_probability)
+        time_to_threshold = np.fmin(time_to_threshold, metric_time)
+        for index in np.flatnonzero(metric_probability >= FORECAST_DRIVER_PROBABILITY):
+            drivers[index].append({
+                "metric": metric,
+                "contribution": round(float(metric_probability[index]), 4),
+                "kind": "forecast",
+                "threshold": forecaster.threshold,
+            })
+    return probability, time_to_threshold, drivers
+
+
+def score_component(
+    model: ComponentModel,
+    telemetry: TelemetryStore,
+    last_score: dict | None,
+    until: pd.Timestamp,
+    settings: Settings,
+    model_version: str,
+) -> ComponentScores:
+    """Score one component on every grid point after its last score, up to ``until``.
+
+    Parameters
+    ----------
+    model : ComponentModel
+    telemetry : TelemetryStore
+    last_score : dict or None
+        The component's newest stored score row, which carries its level state.
+    until : pandas.Timestamp
+        The last time to score (UTC, inclusive).
+    settings : Settings
+    model_version : str
+
+    Returns
+    -------
+    ComponentScores
+    """
+    step = model.step
+    previous = _previous_state(last_score)
+    first = last_score["scored_at"] + step if last_score else model.train_end + step
+    if first > until:
+        return ComponentScores(records=pd.DataFrame(), events=[])
+
+    # Features need a trailing window before the first new point; forecasts run
+    # forward from the end of training.
+    feature_lookback = step * (model.window_steps + (model.season_steps or 0) + 2)
+    anchor = model.train_end if model.forecasters else first
+    rows = telemetry.read(components=[model.component], start=anchor - feature_lookback, end=until)
+    grid = build_grid(rows, model.step_seconds, start=anchor - feature_lookback, end=until)
+    grid = grid.reindex(columns=model.metrics)
+    times = grid.index[(grid.index >= first) & (grid.index <= until)]
+    if len(times) == 0:
+        return ComponentScores(records=pd.DataFrame(), events=[])
+
+    features = make_features(grid, model.window_steps, model.season_steps)
+    X = features.reindex(columns=model.feature_columns).loc[times]
+    anomaly = model.ensemble.score_samples(X)
+    anomaly_drivers = model.ensemble.explain(X)
+    probability, time_to_threshold, forecast_drivers = _forecast_columns(model, grid, times)
+    risk = fuse_risk(anomaly, probability)
+
+    stale = _stale_mask(rows, times, step * settings.levels.stale_after_steps)
+    states, _ = assign_levels(risk, stale, previous, settings.levels)
+    levels = [state.level for state in states]
+    previous_levels = [previous.level, *levels[:-1]]
+    drivers = [
+        [{"metric": metric, "contribution": round(float(share), 4), "kind": "anomaly"}
+         for metric, share in anomaly_row] + forecast_row
+        for anomaly_row, forecast_row in zip(anomaly_drivers, forecast_drivers, strict=True)
+    ]
+
+    records = pd.DataFrame({
+        "component": model.component,
+        "group_name": model.group,
+        "scored_at": times,
+        "risk": risk,
+        "anomaly_score": anomaly,
+        "forecast_probability": probability,
+        "time_to_threshold_seconds": time_to_threshold,
+        "level": levels,
+        "previous_level": previous_levels,
+        "pending_level": [state.pending_level for state in states],
+        "pending_count": [state.pending_count for state in states],
+        "drivers": drivers,
+        "model_version": model_version,
+        "calibrated": False,
+        "stale": stale,
+    })
+    events = [
+        HookEvent(
+            component=model.component,
+            group=model.group,
+            level=levels[index],
+            previous_level=previous_levels[index],
+            risk=float(risk[index]),
+            scored_at=times[index],
+            horizon_minutes=settings.model.horizon_minutes,
+            drivers=drivers[index],
+            time_to_threshold_seconds=_finite_or_none(time_to_threshold[index]),
+            model_version=model_version,
+        )
+        for index in range(len(times))
+        if _is_entry(previous_levels[index], levels[index])
+    ]
+    return ComponentScores(records=records, events=events)
+
+
+def _is_entry(previous_level: str, level: str) -> bool:
+    """Return whether moving from ``previous_level`` to ``level`` enters a worse level.
+
+    Hooks act on entries only: a component that recovers from critical to high has not
+    entered high. Leaving ``unknown`` counts as an entry, because nothing was known.
+    """
+    if level not in LEVELS:
+        return False
+    previous_rank = LEVELS.index(previous_level) if previous_level in LEVELS else -1
+    return LEVELS.index(level) > previous_rank
+
+
+def _finite_or_none(value: float) -> float | None:
+    return float(value) if np.isfinite(value) else None

@@ -1,0 +1,194 @@
+"""Training stage: fit the anomaly ensemble and the forecasters of each component."""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from predictor.config import Settings
+from predictor.detect import AnomalyEnsemble
+from predictor.exceptions import PredictorUserError
+from predictor.features import build_grid, infer_step_seconds, make_features
+from predictor.forecast import DegradationForecaster
+from predictor.model import ComponentModel, FleetModel
+from predictor.progress import progress
+from predictor.telemetry import TelemetryStore
+
+logger = logging.getLogger(__name__)
+
+# A component needs this many grid points of training data for the ensemble's
+# tail estimates to mean anything: with fewer, one training point is more than 1 %.
+MIN_TRAIN_POINTS = 100
+
+
+@dataclass(frozen=True)
+class TrainingWindow:
+    """The time range of a component's training data, both ends inclusive (UTC)."""
+
+    start: pd.Timestamp | None
+    end: pd.Timestamp | None
+
+
+def grid_steps(minutes: float | None, step_seconds: float) -> int | None:
+    """Convert a duration in minutes to a whole number of grid steps (at least 1)."""
+    if minutes is None:
+        return None
+    return max(1, math.ceil(minutes * 60.0 / step_seconds))
+
+
+def fit_component(
+    component: str,
+    rows: pd.DataFrame,
+    settings: Settings,
+) -> ComponentModel:
+    """Fit the models of one component on its training rows.
+
+    Parameters
+    ----------
+    component : str
+    rows : pandas.DataFrame
+        Long telemetry rows of this component in its training window.
+    settings : Settings
+
+    Returns
+    -------
+    ComponentModel
+
+    Raises
+    ------
+    PredictorUserError
+        If the component has too little training data.
+    """
+    model_config = settings.model
+    step_seconds = model_config.step_seconds or infer_step_seconds(rows["timestamp"])
+    grid = build_grid(rows, step_seconds)
+    if len(grid) < MIN_TRAIN_POINTS:
+        raise PredictorUserError(
+            f"component {component!r}: {len(grid)} grid points of training data, "
+            f"expected at least {MIN_TRAIN_POINTS}; ingest more history or lower model.step_seconds"
+        )
+
+    season_steps = grid_steps(model_config.season_minutes, step_seconds)
+    features = make_features(grid, model_config.window_steps, season_steps)
+    ensemble = AnomalyEnsemble(
+        members=model_config.members,
+        n_estimators=model_config.n_estimators,
+        n_neighbors=model_config.n_neighbors,
+        max_train_rows=model_config.max_train_rows,
+        random_state=model_config.random_state,
+    ).fit(features)
+
+    horizon_steps = grid_steps(model_config.horizon_minutes, step_seconds) or 1
+    forecasters = {}
+    for threshold in settings.thresholds_for(component):
+        if threshold.metric not in grid.columns:
+            logger.warning(
+                "train: component %s has no metric %s for its threshold; no forecast for it",
+                component, threshold.metric,
+            )
+            continue
+        forecasters[threshold.metric] = DegradationForecaster(
+            threshold=threshold.value,
+            direction=threshold.direction,
+            horizon_steps=horizon_steps,
+            season_steps=season_steps,
+        ).fit(grid[threshold.metric])
+
+    declared = settings.component(component)
+    return ComponentModel(
+        component=component,
+        group=declared.group if declared else None,
+        step_seconds=float(step_seconds),
+        window_steps=model_config.window_steps,
+        season_steps=season_steps,
+        metrics=list(grid.columns),
+        feature_columns=list(features.columns),
+        train_start=grid.index[0],
+        train_end=grid.index[-1],
+        ensemble=ensemble,
+        forecasters=forecasters,
+        train_rows=len(grid),
+    )
+
+
+def train_fleet(
+    settings: Settings,
+    telemetry: TelemetryStore,
+    windows: Mapping[str, TrainingWindow],
+    components: Iterable[str] | None = None,
+) -> tuple[FleetModel, dict[str, float]]:
+    """Fit every component's models on its training window.
+
+    Parameters
+    ----------
+    settings : Settings
+    telemetry : TelemetryStore
+    windows : mapping of str to TrainingWindow
+        Training window per component; a component without one trains on all its rows.
+    components : iterable of str or None, default=None
+        The components to train; None trains every component in the store.
+
+    Returns
+    -------
+    fleet : FleetModel
+    metrics : dict
+        Training metrics for MLflow: component count, grid points, seconds, and the
+        number of ensemble members dropped as degenerate.
+    """
+    names = sorted(components) if components is not None else telemetry.components()
+    if not names:
+        raise PredictorUserError(
+            f"no telemetry in {telemetry.root}; run `predictor ingest` first"
+        )
+
+    started = time.perf_counter()
+    fleet = FleetModel(params=_model_params(settings))
+    dropped_members = 0
+    for component in progress(names, desc="training", unit="component"):
+        window = windows.get(component, TrainingWindow(None, None))
+        rows = telemetry.read(components=[component], start=window.start, end=window.end)
+        if rows.empty:
+            logger.warning("train: component %s has no rows in its training window; skipped", component)
+            continue
+        model = fit_component(component, rows, settings)
+        fleet.components[component] = model
+        dropped_members += len(model.ensemble.dropped_members_)
+        logger.info(
+            "train: component %s fitted on %d grid points (%s to %s), %d metrics, %d forecasters",
+            component, model.train_rows, model.train_start, model.train_end,
+            len(model.metrics), len(model.forecasters),
+        )
+
+    seconds = time.perf_counter() - started
+    train_points = [model.train_rows for model in fleet.components.values()]
+    metrics = {
+        "components": float(len(fleet.components)),
+        "train_grid_points_total": float(np.sum(train_points)) if train_points else 0.0,
+        "train_seconds": seconds,
+        "dropped_members": float(dropped_members),
+        "forecasters": float(sum(len(m.forecasters) for m in fleet.components.values())),
+    }
+    logger.info("train: fitted %d components in %.1f s", len(fleet.components), seconds)
+    return fleet, metrics
+
+
+def _model_params(settings: Settings) -> dict[str, object]:
+    model = settings.model
+    return {
+        "members": ",".join(model.members),
+        "step_seconds": model.step_seconds,
+        "window_steps": model.window_steps,
+        "season_minutes": model.season_minutes,
+        "horizon_minutes": model.horizon_minutes,
+        "max_train_rows": model.max_train_rows,
+        "n_estimators": model.n_estimators,
+        "n_neighbors": model.n_neighbors,
+        "random_state": model.random_state,
+        "thresholds": len(settings.thresholds),
+    }

@@ -1,0 +1,70 @@
+"""Settings: TOML file, environment overrides, and errors that name the key."""
+
+from __future__ import annotations
+
+import pytest
+
+from predictor.config import load_settings
+from predictor.exceptions import ConfigError
+
+
+def _config(tmp_path, text: str):
+    path = tmp_path / "predictor.toml"
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def test_defaults_live_under_home(tmp_path):
+    settings = load_settings(_config(tmp_path, ""), environ={"PREDICTOR_HOME": str(tmp_path / "h")})
+
+    assert settings.home == (tmp_path / "h").resolve()
+    assert settings.store_url == f"sqlite:///{settings.home / 'risk.db'}"
+    assert settings.mlflow_tracking_uri == f"sqlite:///{settings.home / 'mlflow.db'}"
+    assert settings.telemetry_dir == settings.home / "telemetry"
+
+
+def test_environment_overrides_file(tmp_path):
+    path = _config(tmp_path, "[levels]\ncritical = 0.8\n")
+    environ = {
+        "PREDICTOR_LEVELS__CRITICAL": "0.95",
+        "PREDICTOR_MODEL__MEMBERS": '["iforest", "robust_z"]',
+        "PREDICTOR_STORE_URL": "postgresql://db/risk",
+    }
+
+    settings = load_settings(path, environ=environ)
+
+    assert settings.levels.critical == 0.95
+    assert settings.model.members == ("iforest", "robust_z")
+    assert settings.store_url == "postgresql://db/risk"
+
+
+def test_relative_source_paths_resolve_against_config(tmp_path):
+    path = _config(tmp_path, '[[sources]]\nname = "a"\nformat = "long"\npath = "in/a.csv"\n')
+
+    settings = load_settings(path, environ={})
+
+    assert settings.sources[0].path == tmp_path / "in" / "a.csv"
+
+
+@pytest.mark.parametrize(
+    ("text", "environ", "match"),
+    [
+        ("[modle]\n", {}, "unknown section 'modle'"),
+        ("[model]\nn_estimators = 'many'\n", {}, r"model.n_estimators: expected an integer, got 'many'"),
+        ("[model]\nmembers = ['forest']\n", {}, r"model.members: expected one of .* got 'forest'"),
+        ("[levels]\nhigh = 0.9\ncritical = 0.8\n", {}, "elevated < high < critical"),
+        ('[[hooks]]\nname = "h"\ntype = "webhook"\n', {}, r"hooks\[0\].url: required"),
+        ('[[hooks]]\nname = "h"\ntype = "pager"\nurl = "x"\n', {}, r"hooks\[0\].type"),
+        ('[[sources]]\nname = "a"\nformat = "nab"\npath = "a.csv"\n', {}, r"sources\[0\].component"),
+        ("", {"PREDICTOR_MODLE__X": "1"}, "PREDICTOR_MODLE__X"),
+        ("", {"PREDICTOR_LEVELS__CRITICAL": "'high'"}, "levels.critical: expected a number"),
+    ],
+)
+def test_invalid_settings_name_the_key(tmp_path, text, environ, match):
+    with pytest.raises(ConfigError, match=match):
+        load_settings(_config(tmp_path, text), environ=environ)
+
+
+def test_missing_config_file_is_named(tmp_path):
+    with pytest.raises(ConfigError, match="nowhere.toml: configuration file not found"):
+        load_settings(tmp_path / "nowhere.toml", environ={})
