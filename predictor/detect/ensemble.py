@@ -1,0 +1,447 @@
+"""Anomaly ensemble: PyOD detectors of several families and a robust z-score, fused."""
+
+from __future__ import annotations
+
+import logging
+import time
+import warnings
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+
+import numpy as np
+import pandas as pd
+from sklearn.base import BaseEstimator
+from sklearn.utils import check_random_state
+from sklearn.utils.validation import check_is_fitted, validate_data
+
+from predictor.detect._members import MEMBER_NAMES, PYOD_MEMBERS, ROBUST_Z
+from predictor.detect._tail import TailProbability
+from predictor.detect.base import (
+    DetectorTagsMixin,
+    check_float_param,
+    check_int_param,
+    robust_center_scale,
+    scale_floor,
+)
+from predictor.detect.statistical import RobustZScore
+from predictor.exceptions import DegenerateMemberWarning
+from predictor.features import feature_metric
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_MEMBERS = ("iforest", "ecod", "knn", "pca", "robust_z")
+# Fused surprise (-log10 p) that maps to score 1: p = 1e-4, so p = 1e-2 scores 0.5.
+SURPRISE_AT_FULL_SCORE = 4.0
+# Floors of each column's training spread: absolute in the units of X, and relative to
+# the level of the column's metric; see scale_floor.
+MIN_SCALE = 1e-3
+MIN_RELATIVE_SCALE = 1e-3
+# Scaled inputs are clipped so a value far outside training (a floor-scaled constant
+# column that moves) stays finite inside the distance and projection members.
+MAX_ABS_SCALED = 1e6
+# Exponential tail scales used when training scores are constant or tied at the top:
+# 1 robust standard deviation for the z-score member, half a decade of surprise for the
+# fused score. PyOD members with constant training scores are dropped instead.
+ROBUST_Z_TAIL_MIN_SCALE = 1.0
+FUSED_TAIL_MIN_SCALE = 0.5
+PYOD_TAIL_MIN_SCALE = 1e-12
+# Robust z above which a metric is named as a driver.
+DRIVER_MIN_Z = 3.0
+
+
+class AnomalyEnsemble(DetectorTagsMixin, BaseEstimator):
+    """Fuse several anomaly detectors on a common tail-probability scale.
+
+    Each member is fitted on the training rows, and its raw score is mapped to its tail
+    probability under its own training scores. The surprises ``-log10 p`` are averaged and
+    mapped once more through their training distribution into a score in [0, 1]. Higher
+    scores mean more anomalous (worse) throughout.
+
+    Parameters
+    ----------
+    members : sequence of str, default=("iforest", "ecod", "knn", "pca", "robust_z")
+        Detectors to combine. PyOD detectors: ``"iforest"`` (isolation), ``"ecod"`` and
+        ``"copod"`` (empirical distribution), ``"knn"``, ``"lof"`` and ``"abod"``
+        (proximity), ``"pca"`` (linear projection), ``"hbos"`` (histogram). Statistical:
+        ``"robust_z"``, a :class:`~predictor.detect.RobustZScore` of the residual columns.
+    n_estimators : int, default=100
+        Trees of the isolation forest.
+    n_neighbors : int, default=10
+        Neighbors of ``knn``, ``lof`` and ``abod``, capped at the fitted rows minus one.
+    max_train_rows : int, default=5000
+        Maximum number of rows that ``knn``, ``lof``, ``abod``, ``ecod`` and ``copod``
+        are fitted on, drawn as a seeded random subset when training has more. The others use all rows.
+    tail_fraction : float, default=0.05
+        Share of the highest training scores that each exponential tail is fitted to.
+    random_state : int, RandomState instance or None, default=None
+        Seeds the isolation forest, the PCA solver and the row subset.
+
+    Attributes
+    ----------
+    members_ : dict of str to estimator
+        The fitted members that were kept, in the order of ``members``.
+    dropped_members_ : dict of str to str
+        Members dropped in :meth:`fit`, each with the reason.
+    tails_ : dict of str to TailProbability
+        Each kept member's tail fitted on its training scores.
+    fused_tail_ : TailProbability
+        The tail of the fused training surprise.
+    zscore_ : RobustZScore
+        The robust z-score detector fitted on the unscaled training rows; it provides the
+        drivers even when ``"robust_z"`` is not a member.
+    center_, scale_ : ndarray of shape (n_features_in_,)
+        Training median and robust scale (IQR based) used to scale inputs of PyOD members.
+    n_features_in_ : int
+        Number of columns seen in :meth:`fit`.
+    feature_names_in_ : ndarray of str
+        Column names seen in :meth:`fit`, when ``X`` had string column names.
+
+    See Also
+    --------
+    RobustZScore : The statistical member.
+
+    Notes
+    -----
+    Score scale. For a member with training scores ``t_1..t_n`` the tail probability of a
+    score ``s`` is ``p = (1 + #{t_i >= s}) / (n + 1)`` up to the ``1 - tail_fraction``
+    quantile ``u``, and ``p(u) * exp(-(s - u) / b)`` above it, where ``b`` is the mean
+    exceedance over ``u`` (a peaks-over-threshold tail). A member's surprise is
+    ``-log10 p``. The fused surprise of a row is the mean surprise over the members whose
+    score is finite for that row; it goes through the same tail mapping fitted on the
+    fused training surprises, giving ``p_fused``, and
+    ``score = min(1, -log10(p_fused) / 4)``. So ``p_fused = 1e-2`` scores 0.5,
+    ``1e-3`` scores 0.75 and ``1e-4`` or less scores 1. The score is NaN only for a row
+    on which no member returned a finite score.
+
+    Inputs. NaN cells are allowed: PyOD members see each column scaled by the training
+    median and IQR and NaN replaced by the training median, and the robust z-score treats
+    a missing cell as normal. Infinite values raise ValueError. PyOD's ``labels_`` and
+    ``threshold_`` are never used, so ``contamination`` caps nothing: every row that lies
+    beyond the training distribution gets a high score.
+
+    Degenerate members. A PyOD member whose training scores are not all finite, or all
+    equal (for example on a constant training window), is dropped with a
+    :class:`~predictor.exceptions.DegenerateMemberWarning` and a logged warning. The
+    robust z-score is kept on constant training because its unit is absolute: repeats of
+    the training value score 0 and a move of ``d`` scores ``d / max(1e-3, 1e-3 * level)``,
+    where ``level`` is the absolute training median of the metric. At score time a
+    member's non-finite scores are left out of the mean for those rows only.
+
+    Scores are computed row by row: a row's score does not depend on the other rows in
+    the batch. PyOD's ECOD and COPOD would re-estimate their distributions on each scored
+    batch, so they run in a variant that scores against the training rows only.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> rng = np.random.default_rng(0)
+    >>> X = rng.normal(size=(500, 3))
+    >>> model = AnomalyEnsemble(n_estimators=20, random_state=0).fit(X)
+    >>> scores = model.score_samples(np.array([[0.0, 0.0, 0.0], [9.0, 0.0, 0.0]]))
+    >>> bool(scores[0] < 0.5 <= scores[1])
+    True
+    >>> model.explain(np.array([[9.0, 0.0, 0.0]]))[0][0][0]
+    'x0'
+    """
+
+    def __init__(
+        self,
+        members: Sequence[str] = DEFAULT_MEMBERS,
+        n_estimators: int = 100,
+        n_neighbors: int = 10,
+        max_train_rows: int = 5000,
+        tail_fraction: float = 0.05,
+        random_state: int | np.random.RandomState | None = None,
+    ) -> None:
+        self.members = members
+        self.n_estimators = n_estimators
+        self.n_neighbors = n_neighbors
+        self.max_train_rows = max_train_rows
+        self.tail_fraction = tail_fraction
+        self.random_state = random_state
+
+    def fit(self, X, y=None) -> AnomalyEnsemble:  # type: ignore[no-untyped-def]
+        """Fit every member, drop degenerate ones and learn the score scale.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+            Training rows (normal operation), NaN allowed, at least 2 rows.
+        y : None
+            Ignored.
+
+        Returns
+        -------
+        self : AnomalyEnsemble
+            The fitted ensemble.
+
+        Raises
+        ------
+        ValueError
+            If a parameter is invalid, ``X`` contains infinite values, or every member was
+            dropped.
+        """
+        names = self._check_params()
+        X = validate_data(
+            self, X, dtype="float64", ensure_all_finite="allow-nan", ensure_min_samples=2
+        )
+        rng = check_random_state(self.random_state)
+        started = time.perf_counter()
+
+        floor = scale_floor(
+            X,
+            getattr(self, "feature_names_in_", None),
+            min_scale=MIN_SCALE,
+            min_relative_scale=MIN_RELATIVE_SCALE,
+        )
+        self.center_, self.scale_ = robust_center_scale(X, spread="iqr", min_scale=floor)
+        X_scaled = self._scale(X)
+        self.zscore_ = RobustZScore(
+            min_scale=MIN_SCALE, min_relative_scale=MIN_RELATIVE_SCALE
+        ).fit(self._named(X))
+        seeds = rng.randint(np.iinfo(np.int32).max, size=len(names))
+        fit_rows = self._subsample_rows(X.shape[0], rng)
+
+        self.members_: dict[str, object] = {}
+        self.tails_: dict[str, TailProbability] = {}
+        self.dropped_members_: dict[str, str] = {}
+        training_surprise = []
+        for name, seed in zip(names, seeds, strict=True):
+            detector, training_scores, reason = self._fit_member(
+                name, X, X_scaled, fit_rows, int(seed)
+            )
+            if reason is not None:
+                self._drop_member(name, reason)
+                continue
+            tail = TailProbability(self.tail_fraction, _tail_min_scale(name))
+            self.members_[name] = detector
+            self.tails_[name] = tail.fit(training_scores)
+            training_surprise.append(tail.surprise(training_scores))
+
+        if not self.members_:
+            reasons = "; ".join(f"{name}: {why}" for name, why in self.dropped_members_.items())
+            raise ValueError(f"members: every member was dropped as degenerate ({reasons})")
+        fused = np.mean(np.column_stack(training_surprise), axis=1)
+        self.fused_tail_ = TailProbability(self.tail_fraction, FUSED_TAIL_MIN_SCALE).fit(fused)
+        logger.debug(
+            "ensemble: fitted %d members on %d rows x %d columns in %.2f s, dropped %d",
+            len(self.members_),
+            X.shape[0],
+            X.shape[1],
+            time.perf_counter() - started,
+            len(self.dropped_members_),
+        )
+        return self
+
+    def score_samples(self, X) -> np.ndarray:  # type: ignore[no-untyped-def]
+        """Return the anomaly score of each row, in [0, 1]; higher means more anomalous.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features_in_)
+            Rows to score, NaN allowed.
+
+        Returns
+        -------
+        ndarray of shape (n_samples,)
+            ``min(1, -log10(p_fused) / 4)`` (see Notes of the class). NaN only where no
+            member returned a finite score.
+        """
+        surprise = self._surprise_matrix(self._validate(X))
+        fused = _nanmean_rows(surprise)
+        n_unscored = int(np.isnan(fused).sum())
+        if n_unscored:
+            logger.warning("ensemble: no member returned a finite score on %d rows", n_unscored)
+        return np.minimum(1.0, self.fused_tail_.surprise(fused) / SURPRISE_AT_FULL_SCORE)
+
+    def member_surprise(self, X) -> pd.DataFrame:  # type: ignore[no-untyped-def]
+        """Return each kept member's surprise ``-log10 p`` per row; higher is more anomalous.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features_in_)
+            Rows to score, NaN allowed.
+
+        Returns
+        -------
+        pandas.DataFrame
+            One column per kept member; indexed like ``X`` when it is a DataFrame. NaN
+            where the member's score was not finite.
+        """
+        index = X.index if isinstance(X, pd.DataFrame) else None
+        surprise = self._surprise_matrix(self._validate(X))
+        return pd.DataFrame(surprise, columns=list(self.members_), index=index)
+
+    def explain(self, X, top_k: int = 3) -> list[list[tuple[str, float]]]:  # type: ignore[no-untyped-def]
+        """Name the metrics that drive each row's score.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features_in_)
+            Rows to explain, NaN allowed.
+        top_k : int, default=3
+            Most metrics named per row.
+
+        Returns
+        -------
+        list of list of (str, float)
+            For each row, up to ``top_k`` pairs ``(metric, share)`` in decreasing order,
+            for the metrics whose largest robust z-score over their feature columns is
+            above 3. ``share`` is the metric's squared z over the sum of squared z of all
+            metrics in that row, so the shares of a row sum to at most 1. Empty where
+            no metric is above 3. Metric names come from
+            :func:`predictor.features.feature_metric` of the column names, or ``"x<j>"``
+            without column names.
+        """
+        top_k = check_int_param(top_k, "top_k", 1)
+        check_is_fitted(self, "zscore_")
+        z = self.zscore_.column_z(self._named(self._validate(X)))
+        metrics, metric_z = self._metric_z(z)
+
+        squared = metric_z**2
+        total = squared.sum(axis=1)
+        drivers: list[list[tuple[str, float]]] = []
+        for row in range(metric_z.shape[0]):
+            order = np.argsort(-metric_z[row], kind="stable")[:top_k]
+            drivers.append(
+                [
+                    (metrics[k], float(squared[row, k] / total[row]))
+                    for k in order
+                    if metric_z[row, k] > DRIVER_MIN_Z
+                ]
+            )
+        return drivers
+
+    def _check_params(self) -> list[str]:
+        names = [self.members] if isinstance(self.members, str) else list(self.members)
+        unknown = [name for name in names if name not in MEMBER_NAMES]
+        if unknown or not names:
+            raise ValueError(
+                f"members: expected a non-empty list of {list(MEMBER_NAMES)}, got "
+                f"{self.members!r} (unknown: {unknown!r})"
+            )
+        duplicated = sorted({name for name in names if names.count(name) > 1})
+        if duplicated:
+            raise ValueError(f"members: expected each member once, got {duplicated!r} twice")
+        check_int_param(self.n_estimators, "n_estimators", 1)
+        check_int_param(self.n_neighbors, "n_neighbors", 1)
+        check_int_param(self.max_train_rows, "max_train_rows", 2)
+        check_float_param(self.tail_fraction, "tail_fraction", 0.0, 0.5)
+        return names
+
+    def _validate(self, X) -> np.ndarray:  # type: ignore[no-untyped-def]
+        check_is_fitted(self, "fused_tail_")
+        return validate_data(self, X, dtype="float64", ensure_all_finite="allow-nan", reset=False)
+
+    def _scale(self, X: np.ndarray) -> np.ndarray:
+        scaled = np.nan_to_num((X - self.center_) / self.scale_, nan=0.0)
+        return np.clip(scaled, -MAX_ABS_SCALED, MAX_ABS_SCALED)
+
+    def _named(self, X: np.ndarray) -> np.ndarray | pd.DataFrame:
+        names = getattr(self, "feature_names_in_", None)
+        return X if names is None else pd.DataFrame(X, columns=names)
+
+    def _subsample_rows(self, n_rows: int, rng: np.random.RandomState) -> np.ndarray:
+        if n_rows <= self.max_train_rows:
+            return np.arange(n_rows)
+        return np.sort(rng.choice(n_rows, size=self.max_train_rows, replace=False))
+
+    def _fit_member(
+        self,
+        name: str,
+        X: np.ndarray,
+        X_scaled: np.ndarray,
+        fit_rows: np.ndarray,
+        seed: int,
+    ) -> tuple[object, np.ndarray, str | None]:
+        if name == ROBUST_Z:
+            return self.zscore_, self.zscore_.score_samples(self._named(X)), None
+
+        spec = PYOD_MEMBERS[name]
+        rows = fit_rows if spec.subsampled else np.arange(X.shape[0])
+        detector = spec.build(self.n_estimators, self.n_neighbors, rows.size, seed)
+        try:
+            with _numeric_warnings_ignored():
+                detector.fit(X_scaled[rows])  # type: ignore[attr-defined]
+                training_scores = self._training_scores(detector, X_scaled, rows)
+        except (ValueError, np.linalg.LinAlgError) as error:
+            return detector, np.empty(0), f"fit failed: {error}"
+        return detector, training_scores, _degenerate_reason(training_scores)
+
+    @staticmethod
+    def _training_scores(detector: object, X_scaled: np.ndarray, rows: np.ndarray) -> np.ndarray:
+        # Fitted rows keep PyOD's training scores, which leave each row out of its own
+        # neighborhood for the proximity members. Rows outside a subsample are scored as
+        # new rows, so every training row contributes to the calibration.
+        scores = np.empty(X_scaled.shape[0])
+        scores[rows] = detector.decision_scores_  # type: ignore[attr-defined]
+        rest = np.setdiff1d(np.arange(X_scaled.shape[0]), rows, assume_unique=True)
+        if rest.size:
+            scores[rest] = detector.decision_function(X_scaled[rest])  # type: ignore[attr-defined]
+        return scores
+
+    def _drop_member(self, name: str, reason: str) -> None:
+        self.dropped_members_[name] = reason
+        logger.warning("ensemble: dropped member %s: %s", name, reason)
+        warnings.warn(
+            f"ensemble member {name!r} dropped: {reason}", DegenerateMemberWarning, stacklevel=3
+        )
+
+    def _surprise_matrix(self, X: np.ndarray) -> np.ndarray:
+        X_scaled = self._scale(X)
+        columns = []
+        for name, detector in self.members_.items():
+            if name == ROBUST_Z:
+                scores = self.zscore_.score_samples(self._named(X))
+            else:
+                with _numeric_warnings_ignored():
+                    scores = detector.decision_function(X_scaled)  # type: ignore[attr-defined]
+            columns.append(self.tails_[name].surprise(scores))
+        return np.column_stack(columns)
+
+    def _metric_z(self, z: np.ndarray) -> tuple[list[str], np.ndarray]:
+        names = getattr(self, "feature_names_in_", None)
+        if names is None:
+            names = np.asarray([f"x{j}" for j in range(self.n_features_in_)], dtype=object)
+        column_metrics = [feature_metric(str(name)) for name in names]
+        metrics = list(dict.fromkeys(column_metrics))
+        metric_z = np.zeros((z.shape[0], len(metrics)))
+        for k, metric in enumerate(metrics):
+            columns = [j for j, owner in enumerate(column_metrics) if owner == metric]
+            metric_z[:, k] = z[:, columns].max(axis=1)
+        return metrics, metric_z
+
+
+@contextmanager
+def _numeric_warnings_ignored() -> Iterator[None]:
+    # Members warn about divisions by zero and empty slices on degenerate input (ABOD on
+    # repeated rows, for example). Those problems show up as non-finite scores, which fit
+    # drops and scoring leaves out, so the warnings themselves add nothing.
+    with np.errstate(all="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        yield
+
+
+def _tail_min_scale(name: str) -> float:
+    return ROBUST_Z_TAIL_MIN_SCALE if name == ROBUST_Z else PYOD_TAIL_MIN_SCALE
+
+
+def _degenerate_reason(training_scores: np.ndarray) -> str | None:
+    n_bad = int((~np.isfinite(training_scores)).sum())
+    if n_bad:
+        return f"returned non-finite scores on {n_bad} of {training_scores.size} training rows"
+    spread = float(np.ptp(training_scores))
+    if spread <= 1e-12 * max(1.0, float(np.abs(training_scores).max())):
+        return (
+            f"training scores are all {training_scores[0] + 0.0:.6g}, so the member carries "
+            f"no information about these rows"
+        )
+    return None
+
+
+def _nanmean_rows(values: np.ndarray) -> np.ndarray:
+    finite = np.isfinite(values)
+    counts = finite.sum(axis=1)
+    totals = np.where(finite, values, 0.0).sum(axis=1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(counts > 0, totals / np.maximum(counts, 1), np.nan)
