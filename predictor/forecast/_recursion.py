@@ -13,10 +13,11 @@ observations without refitting. With the innovation ``e_t = y_t - yhat_t`` it re
 A model without trend has ``beta = phi = 0`` and ``b = 0``. A model without seasonality
 has ``gamma = 0`` and no seasonal state. An undamped trend has ``phi = 1``.
 
-Forecasts ``h`` steps ahead use ``s_{t+h-m(k+1)}`` with ``k = (h - 1) // m``, as in
-Hyndman et al. (2008). At whole multiples of the season this is the newest seasonal
-component ``s_t``. ``HoltWintersResults.forecast`` in statsmodels 0.15 uses ``s_{t-m}``
-there instead (statsmodels issue 9538), so the two differ only at those steps.
+Forecasts ``h`` steps ahead use the seasonal component ``s_{t+h-m(k+1)}`` with
+``k = (h - 1) // m``, the last one updated for that phase of the season. At whole
+multiples of the season this is the newest component ``s_t``.
+``HoltWintersResults.forecast`` in statsmodels 0.15 uses ``s_{t-m}`` there instead, so
+the two differ only at those steps.
 """
 
 from __future__ import annotations
@@ -170,11 +171,13 @@ def damped_trend_sums(phi: float, horizon_steps: int) -> np.ndarray:
 def variance_factors(params: SmoothingParams, season_steps: int, horizon_steps: int) -> np.ndarray:
     """Return the ``h``-step forecast variance in units of the one-step variance.
 
-    For the additive-error model ETS(A,Ad,A), Hyndman et al. (2008), table 6.1, give
-    ``v_h = 1 + sum_{j=1}^{h-1} c_j**2`` with
-    ``c_j = alpha * (1 + beta * phi_j) + gamma * [j mod m == 0]`` and
-    ``phi_j = phi + ... + phi**j``. The statsmodels Holt form above is this model with the
-    ETS trend smoothing equal to ``alpha * beta`` and the same ``gamma``.
+    In innovations form the recursion above is ``l_t = l_{t-1} + phi * b_{t-1} + alpha * e_t``,
+    ``b_t = phi * b_{t-1} + alpha * beta * e_t`` and ``s_t = s_{t-m} + gamma * e_t``. One
+    innovation therefore moves the mean forecast ``j`` steps later by
+    ``c_j = alpha * (1 + beta * phi_j) + gamma * [j mod m == 0]`` with
+    ``phi_j = phi + ... + phi**j``. With independent innovations of equal variance the
+    ``h``-step error variance is ``v_h = 1 + sum_{j=1}^{h-1} c_j**2`` times the one-step
+    variance.
 
     Parameters
     ----------
@@ -187,11 +190,6 @@ def variance_factors(params: SmoothingParams, season_steps: int, horizon_steps: 
     -------
     ndarray of shape (horizon_steps,)
         ``v_h`` for ``h = 1..horizon_steps``; ``v_1 = 1``.
-
-    References
-    ----------
-    R. J. Hyndman, A. B. Koehler, J. K. Ord and R. D. Snyder, *Forecasting with
-    Exponential Smoothing: The State Space Approach*, Springer, 2008, chapter 6.
     """
     j = np.arange(1, horizon_steps, dtype=float)
     phi_j = damped_trend_sums(params.phi, horizon_steps - 1)

@@ -32,7 +32,6 @@ from predictor.forecast._recursion import (
 logger = logging.getLogger(__name__)
 
 DIRECTIONS = ("above", "below")
-MODEL_KINDS = ("damped_trend", "damped_trend_seasonal", "trend", "trend_seasonal", "simple")
 PATH_COLUMNS = ("expected", "crossing_probability", "time_to_threshold_seconds")
 
 # A forecast over the horizon is implausible when it leaves
@@ -51,7 +50,7 @@ class DegradationForecaster(BaseEstimator):
     """Forecast one metric with exponential smoothing and the risk of crossing a threshold.
 
     The model is statsmodels' ``ExponentialSmoothing`` with an additive damped trend, plus
-    additive seasonality of ``season_steps`` when the history holds at least two full
+    additive seasonality of ``season_steps`` when the history contains at least two full
     seasons. It is never multiplicative, because multiplicative seasonality breaks on the
     exact zeros that idle request rates contain.
 
@@ -70,7 +69,7 @@ class DegradationForecaster(BaseEstimator):
     damped_trend : bool, default=True
         Damp the additive trend. False fits an undamped trend.
     min_history_steps : int, default=48
-        Fewest observations for a trend model. Shorter histories get simple exponential
+        Minimum number of observations for a trend model. Shorter histories get simple exponential
         smoothing without trend.
     nonnegative : bool or None, default=None
         Clip forecasts at 0. None decides from the training data: clip when it has no
@@ -131,13 +130,19 @@ class DegradationForecaster(BaseEstimator):
     ``k = PLAUSIBLE_RANGE_FACTOR`` (1.0). statsmodels can report a converged fit whose
     state is absurd on short series.
 
+    The level smoothing ``alpha`` is fitted within ``[1 - 0.5 ** (1 / horizon_steps), 1]``
+    (see :func:`min_level_smoothing`). On a stationary history the unconstrained optimum
+    is close to 0, and such a level would never follow a sustained shift in replay.
+
     ``sigma_`` is ``1.4826`` times the median absolute deviation of the residuals (the
     plain standard deviation when that is 0). A single burst in training then does not
     widen every later prediction interval, so it does not raise crossing probabilities.
+    On heavy-tailed residuals this estimate is smaller than the standard deviation, so
+    the intervals are narrower than the observed spread.
 
     ``crossing_probability`` is ``max_h P(Y_{t+h} beyond threshold)`` over
     ``h = 1..horizon_steps``, with ``Y_{t+h}`` normal around the mean forecast and with the
-    ETS(A,Ad,A) forecast variance ``sigma_**2 * variance_factors_[h-1]``. The probability
+    additive-error forecast variance ``sigma_**2 * variance_factors_[h-1]``. The probability
     of crossing at any step is at least this maximum, so the value is a lower bound. It
     treats the steps as if perfectly dependent and ignores that the path can cross and
     come back between steps. When forecasts are clipped at 0, the clipped mean is used
@@ -628,7 +633,10 @@ def _fit_window(values: np.ndarray, index: pd.DatetimeIndex, name: str) -> tuple
 
 
 def _interpolate(window: np.ndarray) -> np.ndarray:
-    """Bridge missing values linearly; the window starts and ends with observations."""
+    """Bridge missing values linearly between the observations around them.
+
+    The window starts and ends with an observation, so every gap has two ends.
+    """
     observed = np.isfinite(window)
     if observed.all():
         return window.copy()

@@ -57,10 +57,10 @@ def assign_levels(
       current level for ``enter_consecutive`` consecutive scores, the level rises to the
       lowest target seen in that run. A single spike to critical among high scores
       therefore enters high, not critical.
-    - **Fall.** A level ``L`` above normal is held while the risk is at least
-      ``enter_threshold(L) - exit_margin``. When the risk stays below that for
-      ``exit_consecutive`` consecutive scores, the level falls to the highest level that
-      the risk held during that run (``"normal"`` when it held none).
+    - **Fall.** A level ``L`` above normal is kept while the risk is at or above its exit
+      threshold ``enter_threshold(L) - exit_margin``. When the risk stays below it for
+      ``exit_consecutive`` consecutive scores, the level falls to the highest level whose
+      exit threshold the risk reached during that run (``"normal"`` when none).
     - **Otherwise** the level stays and a pending run is dropped. Any score that breaks a
       run resets it.
 
@@ -167,12 +167,12 @@ def _next_state(state: LevelState, risk: float, stale: bool, config: LevelConfig
             return LevelState(level=LEVELS[run_rank])
         return LevelState(LEVELS[rank], LEVELS[run_rank], count)
 
-    held = _held_rank(risk, config)
-    if held < rank:
+    exit_rank = _exit_rank(risk, config)
+    if exit_rank < rank:
         if pending_rank is not None and pending_rank < rank:
-            run_rank, count = max(pending_rank, held), count + 1
+            run_rank, count = max(pending_rank, exit_rank), count + 1
         else:
-            run_rank, count = held, 1
+            run_rank, count = exit_rank, 1
         if count >= config.exit_consecutive:
             return LevelState(level=LEVELS[run_rank])
         return LevelState(LEVELS[rank], LEVELS[run_rank], count)
@@ -189,8 +189,8 @@ def _target_rank(risk: float, config: LevelConfig) -> int:
     return rank
 
 
-def _held_rank(risk: float, config: LevelConfig) -> int:
-    """Return the rank of the highest level that ``risk`` holds within the exit margin."""
+def _exit_rank(risk: float, config: LevelConfig) -> int:
+    """Return the rank of the highest level whose exit threshold ``risk`` reaches."""
     rank = 0
     for candidate, level in enumerate(LEVELS[1:], start=1):
         if risk >= config.enter_threshold(level) - config.exit_margin:

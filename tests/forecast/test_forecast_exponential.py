@@ -102,9 +102,9 @@ def test_missing_values_follow_statsmodels_forecast(request, series_fixture, sea
     reference = result.forecast(horizon + n_missing)[horizon:]
     steps_ahead = horizon + np.arange(1, n_missing + 1)
 
-    # statsmodels 0.15 uses the previous season's factor at whole multiples of the
-    # season (statsmodels issue 9538); there the reference is the textbook forecast
-    # l_T + (phi + ... + phi**h) * b_T + s_T from statsmodels' final components.
+    # At whole multiples of the season, statsmodels 0.15 forecasts with the seasonal
+    # factor from one season before the newest. There the reference is the textbook
+    # forecast l_T + (phi + ... + phi**h) * b_T + s_T from statsmodels' final components.
     if season_steps:
         whole_season = steps_ahead % season_steps == 0
         trend_sums = np.cumsum(model.phi_ ** np.arange(1, steps_ahead.max() + 1))
@@ -115,7 +115,7 @@ def test_missing_values_follow_statsmodels_forecast(request, series_fixture, sea
 
 
 def test_variance_factors_match_simulation(seasonal_series):
-    """The ETS variance formula agrees with statsmodels' simulated paths.
+    """The forecast variance formula agrees with statsmodels' simulated paths.
 
     statsmodels 0.15 ``simulate`` applies ``smoothing_trend`` in the error-correction form
     ``b_t = phi * b_{t-1} + beta * e_t``, whereas its fit uses the Holt form, in which that

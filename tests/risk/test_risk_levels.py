@@ -101,7 +101,7 @@ def test_risk_within_exit_margin_holds_level():
     assert set(_levels(risk, state=LevelState("critical"))) == {"critical"}
 
 
-def test_fall_goes_to_highest_level_held_during_run():
+def test_fall_goes_to_highest_exit_level():
     risk = [0.1, 0.1, 0.65, 0.1, 0.1, 0.1]
     assert _levels(risk, state=LevelState("critical"))[-1] == "high"
 
