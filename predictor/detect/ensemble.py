@@ -70,7 +70,8 @@ class AnomalyEnsemble(DetectorTagsMixin, BaseEstimator):
         Neighbors of ``knn``, ``lof`` and ``abod``, capped at the fitted rows minus one.
     max_train_rows : int, default=5000
         Maximum number of rows that ``knn``, ``lof``, ``abod``, ``ecod`` and ``copod``
-        are fitted on, drawn as a seeded random subset when training has more. The others use all rows.
+        are fitted on, drawn as a seeded random subset when training has more. The other
+        members use all rows.
     tail_fraction : float, default=0.05
         Share of the highest training scores that each exponential tail is fitted to.
     random_state : int, RandomState instance or None, default=None
