@@ -29,9 +29,9 @@ class FleetPyfuncModel(PythonModel):
     def load_context(self, context: Any) -> None:
         self.fleet = joblib.load(context.artifacts["fleet"])
 
-    def predict(
-        self, context: Any, model_input: pd.DataFrame, params: dict[str, Any] | None = None
-    ) -> pd.DataFrame:
+    # No type hints: MLflow would infer a signature from them, and feature columns
+    # differ per component, so the input is validated here instead.
+    def predict(self, context, model_input, params=None):  # type: ignore[no-untyped-def]
         scores = np.full(len(model_input), np.nan)
         for component, rows in model_input.groupby("component", sort=False):
             model = self.fleet.components.get(component)

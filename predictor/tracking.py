@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import tempfile
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +20,16 @@ CHAMPION_ALIAS = "champion"
 _PYFUNC_FILE = Path(__file__).resolve().parent / "_mlflow_pyfunc.py"
 
 
+def _import_mlflow():  # type: ignore[no-untyped-def]
+    """Import MLflow with its pyfunc flavour, hiding the warning it emits about itself."""
+    import mlflow
+
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*Any type hint is inferred", category=UserWarning)
+        import mlflow.pyfunc  # noqa: F401
+    return mlflow
+
+
 def configure_mlflow(settings: Settings) -> str:
     """Point MLflow at the settings' tracking store and return the experiment id.
 
@@ -26,7 +37,7 @@ def configure_mlflow(settings: Settings) -> str:
     ``settings.mlflow_artifact_uri``, so a local deployment keeps everything inside
     ``PREDICTOR_HOME``.
     """
-    import mlflow
+    mlflow = _import_mlflow()
 
     settings.home.mkdir(parents=True, exist_ok=True)
     mlflow.set_tracking_uri(settings.mlflow_tracking_uri)
@@ -66,7 +77,7 @@ def log_training_run(
     version : str
         The registered model version, for example ``"predictor-fleet/3"``.
     """
-    import mlflow
+    mlflow = _import_mlflow()
 
     experiment_id = configure_mlflow(settings)
     with mlflow.start_run(experiment_id=experiment_id) as run, tempfile.TemporaryDirectory() as tmp:
@@ -76,12 +87,16 @@ def log_training_run(
 
         bundle_path = Path(tmp) / "fleet.joblib"
         joblib.dump(fleet, bundle_path)
-        info = mlflow.pyfunc.log_model(
-            name="fleet_model",
-            python_model=str(_PYFUNC_FILE),
-            artifacts={"fleet": str(bundle_path)},
-            registered_model_name=settings.registered_model_name,
-        )
+        with warnings.catch_warnings():
+            # The fleet model's feature columns differ per component, so it has no
+            # single signature to infer from type hints.
+            warnings.filterwarnings("ignore", message=".*Add type hints", category=UserWarning)
+            info = mlflow.pyfunc.log_model(
+                name="fleet_model",
+                python_model=str(_PYFUNC_FILE),
+                artifacts={"fleet": str(bundle_path)},
+                registered_model_name=settings.registered_model_name,
+            )
         run_id = run.info.run_id
 
     client = mlflow.MlflowClient()
@@ -103,8 +118,9 @@ def load_champion(settings: Settings) -> FleetModel:
     ModelNotFoundError
         If no model has been trained and registered yet.
     """
-    import mlflow
     from mlflow.exceptions import MlflowException
+
+    mlflow = _import_mlflow()
 
     configure_mlflow(settings)
     client = mlflow.MlflowClient()
@@ -117,7 +133,9 @@ def load_champion(settings: Settings) -> FleetModel:
             "run `predictor train` first"
         ) from None
 
-    pyfunc_model = mlflow.pyfunc.load_model(f"models:/{name}@{CHAMPION_ALIAS}")
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*Add type hints", category=UserWarning)
+        pyfunc_model = mlflow.pyfunc.load_model(f"models:/{name}@{CHAMPION_ALIAS}")
     fleet: FleetModel = pyfunc_model.unwrap_python_model().fleet
     fleet.version = f"{name}/{model_version.version}"
     logger.info(

@@ -86,10 +86,15 @@ def test_ingest_twice_adds_no_rows(sample_data, tmp_path, isolated_env):
     first = pipeline.ingest(settings)[0]
     second = pipeline.ingest(settings)[0]
 
-    assert first.written == 4032
+    # The file repeats 2014-03-09 03:00 twelve times with different values (a clock
+    # change): the first value is kept and the other eleven are quarantined as conflicts.
+    assert first.rows_read == 4032
+    assert first.written == 4021
+    assert first.quarantined == 11
     assert second.written == 0
-    assert second.duplicates == second.rows_read == 4032
-    assert len(pipeline.open_telemetry(settings).read()) == 4032
+    assert second.duplicates == 4021
+    assert second.quarantined == 11
+    assert len(pipeline.open_telemetry(settings).read()) == 4021
 
 
 def test_train_logs_mlflow_run_and_registers_champion(trained):
@@ -215,9 +220,10 @@ def test_webhook_called_once_per_critical_entry(sample_data, tmp_path, isolated_
     url, received = webhook_server
     frame = pd.read_csv(sample_data / NAB_FILE).iloc[:2000]
     # A sustained rise of the real series: two hours at 95 ms, far above its 40-52 ms range.
-    last = pd.Timestamp(frame["timestamp"].iloc[-1])
+    last = pd.Timestamp(frame["timestamp"].iloc[-1], tz="UTC")
     outage = pd.DataFrame({
-        "timestamp": [str(last + pd.Timedelta(minutes=5 * (i + 1))) for i in range(24)],
+        "timestamp": [(last + pd.Timedelta(minutes=5 * (i + 1))).strftime("%Y-%m-%d %H:%M:%S")
+                      for i in range(24)],
         "value": 95.0,
     })
     csv = tmp_path / "ec2.csv"
