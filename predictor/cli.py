@@ -26,7 +26,9 @@ def _timestamp(value: str) -> pd.Timestamp:
     try:
         timestamp = pd.Timestamp(value)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"invalid time {value!r}; expected ISO 8601, e.g. 2024-01-31T12:00Z") from None
+        raise argparse.ArgumentTypeError(
+            f"invalid time {value!r}; expected ISO 8601, e.g. 2024-01-31T12:00Z"
+        ) from None
     if timestamp.tzinfo is None:
         raise argparse.ArgumentTypeError(f"time {value!r} has no UTC offset; add 'Z' or '+00:00'")
     return timestamp.tz_convert("UTC")
@@ -49,43 +51,88 @@ def build_parser() -> argparse.ArgumentParser:
         description="Predict failures of model-serving infrastructure from its telemetry.",
     )
     parser.add_argument("--version", action="version", version=f"predictor {__version__}")
-    parser.add_argument("--config", help="TOML configuration file (default: PREDICTOR_CONFIG, "
-                        "./predictor.toml, then the sample in data/predictor.toml)")
-    parser.add_argument("--home", help="folder for all state (default: PREDICTOR_HOME or ./.predictor)")
-    parser.add_argument("--log-level", default=os.environ.get("PREDICTOR_LOG_LEVEL", "INFO"),
-                        choices=("DEBUG", "INFO", "WARNING", "ERROR"), help="log level (default: INFO)")
+    parser.add_argument(
+        "--config",
+        help="TOML configuration file (default: PREDICTOR_CONFIG, "
+        "./predictor.toml, then the sample in data/predictor.toml)",
+    )
+    parser.add_argument(
+        "--home", help="folder for all state (default: PREDICTOR_HOME or ./.predictor)"
+    )
+    parser.add_argument(
+        "--log-level",
+        default=os.environ.get("PREDICTOR_LOG_LEVEL", "INFO"),
+        choices=("DEBUG", "INFO", "WARNING", "ERROR"),
+        help="log level (default: INFO)",
+    )
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     ingest = commands.add_parser("ingest", help="read telemetry files into the telemetry store")
-    ingest.add_argument("--source", action="append", dest="sources", metavar="NAME",
-                        help="ingest only this configured source (repeatable)")
-    ingest.add_argument("path", nargs="?", help="a file to ingest instead of the configured sources")
-    ingest.add_argument("--format", choices=("long", "wide", "nab", "matrix"), default="long",
-                        help="layout of PATH (default: long)")
+    ingest.add_argument(
+        "--source",
+        action="append",
+        dest="sources",
+        metavar="NAME",
+        help="ingest only this configured source (repeatable)",
+    )
+    ingest.add_argument(
+        "path", nargs="?", help="a file to ingest instead of the configured sources"
+    )
+    ingest.add_argument(
+        "--format",
+        choices=("long", "wide", "nab", "matrix"),
+        default="long",
+        help="layout of PATH (default: long)",
+    )
     ingest.add_argument("--component", help="component name for PATH when the file has none")
-    ingest.add_argument("--metric", default="value", help="metric name for a NAB file (default: value)")
+    ingest.add_argument(
+        "--metric", default="value", help="metric name for a NAB file (default: value)"
+    )
 
     train = commands.add_parser("train", help="fit models and register them in MLflow")
-    train.add_argument("--until", type=_timestamp, help="train on rows before this UTC time "
-                       "(default: the training part of each source)")
-    train.add_argument("--lookback-days", type=_positive_float, help="train on at most this many days")
-    train.add_argument("--component", action="append", dest="components", metavar="NAME",
-                       help="train only this component (repeatable)")
+    train.add_argument(
+        "--until",
+        type=_timestamp,
+        help="train on rows before this UTC time (default: the training part of each source)",
+    )
+    train.add_argument(
+        "--lookback-days", type=_positive_float, help="train on at most this many days"
+    )
+    train.add_argument(
+        "--component",
+        action="append",
+        dest="components",
+        metavar="NAME",
+        help="train only this component (repeatable)",
+    )
 
     score = commands.add_parser("score", help="score new telemetry, publish risk, call hooks")
-    score.add_argument("--until", type=_timestamp, help="score up to this UTC time (default: newest telemetry)")
-    score.add_argument("--dry-run", action="store_true", help="record hook decisions without sending them")
+    score.add_argument(
+        "--until", type=_timestamp, help="score up to this UTC time (default: newest telemetry)"
+    )
+    score.add_argument(
+        "--dry-run", action="store_true", help="record hook decisions without sending them"
+    )
 
-    run = commands.add_parser("run", help="ingest, train and replay the configured sources, then report")
-    run.add_argument("--chunk-hours", type=_positive_float, default=24.0,
-                     help="data time covered by each replayed scoring cycle, in hours (default: 24)")
-    run.add_argument("--dry-run", action="store_true", help="record hook decisions without sending them")
+    run = commands.add_parser(
+        "run", help="ingest, train and replay the configured sources, then report"
+    )
+    run.add_argument(
+        "--chunk-hours",
+        type=_positive_float,
+        default=24.0,
+        help="data time covered by each replayed scoring cycle, in hours (default: 24)",
+    )
+    run.add_argument(
+        "--dry-run", action="store_true", help="record hook decisions without sending them"
+    )
     return parser
 
 
 def _configure_logging(level: str) -> None:
     logging.basicConfig(
-        level=level, stream=sys.stderr,
+        level=level,
+        stream=sys.stderr,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     # MLflow and its database migrations log every step at INFO; keep the output about predictor.
@@ -110,9 +157,13 @@ def _cmd_ingest(args: argparse.Namespace) -> int:
     if args.path:
         if args.sources:
             raise ConfigError("give either PATH or --source, not both")
-        source = SourceConfig(name=os.path.basename(args.path), format=args.format,
-                              path=os.path.abspath(args.path), component=args.component,
-                              metric=args.metric)
+        source = SourceConfig(
+            name=os.path.basename(args.path),
+            format=args.format,
+            path=os.path.abspath(args.path),
+            component=args.component,
+            metric=args.metric,
+        )
         if source.format in ("nab", "matrix") and source.component is None:
             raise ConfigError(f"--component is required for --format {source.format}")
         summaries = pipeline.ingest(settings, [source])
@@ -129,8 +180,10 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
     settings = _settings(args)
     result = pipeline.train(settings, args.until, args.lookback_days, args.components)
-    print(f"trained {len(result.components)} components in {result.metrics['train_seconds']:.1f} s; "
-          f"MLflow run {result.run_id}, model {result.model_version} (champion)")
+    print(
+        f"trained {len(result.components)} components in {result.metrics['train_seconds']:.1f} s; "
+        f"MLflow run {result.run_id}, model {result.model_version} (champion)"
+    )
     return 0
 
 
@@ -142,7 +195,10 @@ def _cmd_score(args: argparse.Namespace) -> int:
     result = pipeline.score(settings, args.until, dry_run=args.dry_run)
     store = pipeline.open_risk_store(settings)
     print(risk_table(store))
-    print(f"\n{result.scores_written} scores written up to {result.until}, {result.hook_calls} hook calls")
+    print(
+        f"\n{result.scores_written} scores written up to {result.until}, "
+        f"{result.hook_calls} hook calls"
+    )
     if result.failed_components:
         for component, error in sorted(result.failed_components.items()):
             print(f"component {component} failed: {error}", file=sys.stderr)
@@ -157,24 +213,34 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
     settings = _settings(args)
     summaries = pipeline.ingest(settings)
-    print(format_table(
-        ("source", "read", "written", "quarantined", "duplicates"),
-        [(s.source, s.rows_read, s.written, s.quarantined, s.duplicates) for s in summaries],
-    ))
+    print(
+        format_table(
+            ("source", "read", "written", "quarantined", "duplicates"),
+            [(s.source, s.rows_read, s.written, s.quarantined, s.duplicates) for s in summaries],
+        )
+    )
 
     trained = pipeline.train(settings)
-    print(f"\ntrained {len(trained.components)} components; MLflow run {trained.run_id}, "
-          f"model {trained.model_version}")
+    print(
+        f"\ntrained {len(trained.components)} components; MLflow run {trained.run_id}, "
+        f"model {trained.model_version}"
+    )
 
     results = pipeline.replay(settings, pd.Timedelta(hours=args.chunk_hours), dry_run=args.dry_run)
     written = sum(result.scores_written for result in results)
     calls = sum(result.hook_calls for result in results)
-    print(f"replayed {len(results)} scoring cycles: {written} scores written, {calls} hook calls\n")
+    print(
+        f"replayed {len(results)} scoring cycles: {written} scores written, {calls} hook calls\n"
+    )
 
     store = pipeline.open_risk_store(settings)
     print(risk_table(store))
-    failures = [failure for source in settings.sources if source.labels_path
-                for failure in read_labels(source)]
+    failures = [
+        failure
+        for source in settings.sources
+        if source.labels_path
+        for failure in read_labels(source)
+    ]
     if failures:
         print()
         print(lead_time_table(lead_times(store, failures)))

@@ -127,8 +127,12 @@ class LevelConfig:
 
     def enter_threshold(self, level: str) -> float:
         """Return the risk at or above which ``level`` is entered."""
-        return {"normal": 0.0, "elevated": self.elevated, "high": self.high,
-                "critical": self.critical}[level]
+        return {
+            "normal": 0.0,
+            "elevated": self.elevated,
+            "high": self.high,
+            "critical": self.critical,
+        }[level]
 
 
 @dataclass(frozen=True)
@@ -217,7 +221,7 @@ def _apply_env_overrides(raw: dict[str, Any], environ: Mapping[str, str]) -> Non
     for name, value in sorted(environ.items()):
         if not name.startswith("PREDICTOR_") or "__" not in name:
             continue
-        section, _, key = name[len("PREDICTOR_"):].partition("__")
+        section, _, key = name[len("PREDICTOR_") :].partition("__")
         section, key = section.lower(), key.lower()
         if section not in ("model", "levels"):
             raise ConfigError(
@@ -232,9 +236,7 @@ def _build(cls: type, values: Mapping[str, Any], where: str, base: Path | None) 
     known = {f.name: f for f in fields(cls)}
     unknown = sorted(set(values) - set(known))
     if unknown:
-        raise ConfigError(
-            f"{where}: unknown key {unknown[0]!r}; expected one of {sorted(known)}"
-        )
+        raise ConfigError(f"{where}: unknown key {unknown[0]!r}; expected one of {sorted(known)}")
 
     kwargs: dict[str, Any] = {}
     for key, value in values.items():
@@ -285,7 +287,7 @@ def _require_choice(value: str | None, choices: tuple[str, ...], where: str) -> 
 
 
 def _validate_model(model: ModelConfig) -> None:
-    known_members = ("iforest", "ecod", "knn", "pca", "copod", "hbos", "lof", "robust_z")
+    known_members = ("iforest", "ecod", "knn", "pca", "copod", "hbos", "lof", "abod", "robust_z")
     for member in model.members:
         _require_choice(member, known_members, "model.members")
     if len(model.members) == 0:
@@ -319,7 +321,9 @@ def _validate_levels(levels: LevelConfig) -> None:
         )
     for key in ("enter_consecutive", "exit_consecutive", "stale_after_steps"):
         if getattr(levels, key) < 1:
-            raise ConfigError(f"levels.{key}: expected an integer >= 1, got {getattr(levels, key)!r}")
+            raise ConfigError(
+                f"levels.{key}: expected an integer >= 1, got {getattr(levels, key)!r}"
+            )
 
 
 def _validate_source(source: SourceConfig, where: str) -> None:
@@ -332,11 +336,15 @@ def _validate_source(source: SourceConfig, where: str) -> None:
         if source.start is None or source.step_seconds is None:
             raise ConfigError(f"{where}: format 'matrix' needs 'start' and 'step_seconds'")
         if not source.metric_names and source.metric_names_path is None:
-            raise ConfigError(f"{where}: format 'matrix' needs 'metric_names' or 'metric_names_path'")
+            raise ConfigError(
+                f"{where}: format 'matrix' needs 'metric_names' or 'metric_names_path'"
+            )
     if source.role == "split" and source.train_fraction is None:
         raise ConfigError(f"{where}.train_fraction: required when role is 'split'")
     if source.train_fraction is not None and not 0.0 < source.train_fraction < 1.0:
-        raise ConfigError(f"{where}.train_fraction: expected a number in (0, 1), got {source.train_fraction!r}")
+        raise ConfigError(
+            f"{where}.train_fraction: expected a number in (0, 1), got {source.train_fraction!r}"
+        )
 
 
 def _validate_hook(hook: HookConfig, where: str) -> None:
@@ -399,10 +407,20 @@ def load_settings(
     _apply_env_overrides(raw, env)
     base = path.resolve().parent if path is not None else None
 
-    known_sections = {"predictor", "sources", "components", "thresholds", "model", "levels", "hooks"}
+    known_sections = {
+        "predictor",
+        "sources",
+        "components",
+        "thresholds",
+        "model",
+        "levels",
+        "hooks",
+    }
     unknown = sorted(set(raw) - known_sections)
     if unknown:
-        raise ConfigError(f"{path}: unknown section {unknown[0]!r}; expected one of {sorted(known_sections)}")
+        raise ConfigError(
+            f"{path}: unknown section {unknown[0]!r}; expected one of {sorted(known_sections)}"
+        )
 
     general = dict(raw.get("predictor", {}))
     home = Path(env.get("PREDICTOR_HOME") or general.pop("home", ".predictor")).expanduser()
@@ -414,8 +432,10 @@ def load_settings(
     registered_model_name = general.pop("registered_model_name", "predictor-fleet")
     experiment_name = general.pop("experiment_name", "predictor")
     if general:
-        raise ConfigError(f"{path}: [predictor] unknown key {sorted(general)[0]!r}; expected "
-                          "'home', 'registered_model_name' or 'experiment_name'")
+        raise ConfigError(
+            f"{path}: [predictor] unknown key {sorted(general)[0]!r}; expected "
+            "'home', 'registered_model_name' or 'experiment_name'"
+        )
 
     sources = tuple(
         _build(SourceConfig, table, f"sources[{i}]", base)

@@ -169,13 +169,18 @@ def train(
     if not fleet.components:
         raise PredictorUserError("no component had training data; nothing was trained")
     run_id, version = log_training_run(
-        settings, fleet, params=fleet.params, metrics=metrics,
+        settings,
+        fleet,
+        params=fleet.params,
+        metrics=metrics,
         tags={"predictor.components": str(len(fleet.components))},
     )
     return TrainResult(run_id, version, sorted(fleet.components), metrics)
 
 
-def latest_telemetry_time(telemetry: TelemetryStore, components: Sequence[str]) -> pd.Timestamp | None:
+def latest_telemetry_time(
+    telemetry: TelemetryStore, components: Sequence[str]
+) -> pd.Timestamp | None:
     """Return the newest telemetry timestamp over ``components``."""
     times = [telemetry.last_timestamp(component) for component in components]
     known = [time for time in times if time is not None]
@@ -224,7 +229,12 @@ def score(
         model = fleet.components[component]
         try:
             scored = score_component(
-                model, telemetry, store.last_score(component), until, settings, fleet.version,
+                model,
+                telemetry,
+                store.last_score(component),
+                until,
+                settings,
+                fleet.version,
             )
         except (ValueError, KeyError, FloatingPointError) as error:
             logger.exception("score: component %s failed; other components go on", component)
@@ -235,13 +245,19 @@ def score(
         result.scores_written += store.write_scores(scored.records)
         result.components_scored += 1
         if scored.events and settings.hooks:
-            calls = dispatch_hooks(scored.events, settings.hooks, store, home=settings.home, dry_run=dry_run)
+            calls = dispatch_hooks(
+                scored.events, settings.hooks, store, home=settings.home, dry_run=dry_run
+            )
             result.hook_calls += len(calls)
 
     logger.info(
         "score: %d components, %d scores written, %d hook calls, %d failed, up to %s in %.1f s",
-        result.components_scored, result.scores_written, result.hook_calls,
-        len(result.failed_components), until, time.perf_counter() - started,
+        result.components_scored,
+        result.scores_written,
+        result.hook_calls,
+        len(result.failed_components),
+        until,
+        time.perf_counter() - started,
     )
     return result
 
@@ -260,20 +276,37 @@ def replay(
     fleet = load_champion(settings)
     telemetry = open_telemetry(settings)
     store = open_risk_store(settings)
-    components = sorted(fleet.components)
-    end = latest_telemetry_time(telemetry, components)
-    if end is None:
+    if latest_telemetry_time(telemetry, sorted(fleet.components)) is None:
         raise PredictorUserError("no telemetry to replay; run `predictor ingest` first")
-    start = min(model.train_end for model in fleet.components.values())
-
-    cycle_ends = list(pd.date_range(start + chunk, end, freq=chunk, tz="UTC"))
-    if not cycle_ends or cycle_ends[-1] < end:
-        cycle_ends.append(end)
+    cycle_ends = _replay_cycle_ends(fleet, telemetry, chunk)
     results = []
     for cycle_end in progress(cycle_ends, desc="replay", unit="cycle"):
-        results.append(score(settings, cycle_end, dry_run=dry_run, fleet=fleet, telemetry=telemetry, store=store))
+        results.append(
+            score(
+                settings, cycle_end, dry_run=dry_run, fleet=fleet, telemetry=telemetry, store=store
+            )
+        )
     store.close()
     return results
+
+
+def _replay_cycle_ends(
+    fleet: FleetModel, telemetry: TelemetryStore, chunk: pd.Timedelta
+) -> list[pd.Timestamp]:
+    """Return the end of every scoring cycle that has new telemetry for some component.
+
+    Components can cover different periods (the sample fleet spans 2013 to 2024), so
+    cycles run from each component's end of training to its last row, and the spans
+    between components' periods are skipped instead of replayed day by day.
+    """
+    ends: set[pd.Timestamp] = set()
+    for component, model in fleet.components.items():
+        last = telemetry.last_timestamp(component)
+        if last is None or last <= model.train_end:
+            continue
+        ends.update(pd.date_range(model.train_end + chunk, last, freq=chunk))
+        ends.add(last)
+    return sorted(ends)
 
 
 def home_summary(settings: Settings) -> dict[str, Path]:

@@ -57,11 +57,13 @@ def lead_times(store: RiskStore, failures: Sequence[LabeledFailure]) -> list[Lea
         )
         warnings = scores[scores["level"].isin(WARNING_LEVELS)]
         in_time = warnings[warnings["scored_at"] <= failure.failure_time]
-        results.append(LeadTime(
-            failure=failure,
-            first_warning=in_time["scored_at"].min() if not in_time.empty else None,
-            first_detection=warnings["scored_at"].min() if not warnings.empty else None,
-        ))
+        results.append(
+            LeadTime(
+                failure=failure,
+                first_warning=in_time["scored_at"].min() if not in_time.empty else None,
+                first_detection=warnings["scored_at"].min() if not warnings.empty else None,
+            )
+        )
     return results
 
 
@@ -88,8 +90,10 @@ def _format_drivers(drivers: list[dict], limit: int = 3) -> str:
 def format_table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
     """Format rows as a plain text table with aligned columns."""
     cells = [[str(cell) for cell in row] for row in rows]
-    widths = [max(len(header), *(len(row[i]) for row in cells)) if cells else len(header)
-              for i, header in enumerate(headers)]
+    widths = [
+        max(len(header), *(len(row[i]) for row in cells)) if cells else len(header)
+        for i, header in enumerate(headers)
+    ]
     lines = ["  ".join(header.ljust(width) for header, width in zip(headers, widths, strict=True))]
     lines.append("  ".join("-" * width for width in widths))
     for row in cells:
@@ -101,8 +105,13 @@ def risk_table(store: RiskStore) -> str:
     """Return the latest risk, level and drivers of every component as a table."""
     latest = store.latest_scores().sort_values("component")
     rows = [
-        (row.component, row.scored_at.strftime("%Y-%m-%d %H:%M"), f"{row.risk:.3f}", row.level,
-         _format_drivers(row.drivers))
+        (
+            row.component,
+            row.scored_at.strftime("%Y-%m-%d %H:%M"),
+            f"{row.risk:.3f}",
+            row.level,
+            _format_drivers(row.drivers),
+        )
         for row in latest.itertuples()
     ]
     return format_table(("component", "scored at (UTC)", "risk", "level", "drivers"), rows)
@@ -111,9 +120,16 @@ def risk_table(store: RiskStore) -> str:
 def lead_time_table(results: Sequence[LeadTime]) -> str:
     """Return one line per labeled failure with the measured lead time."""
     rows = [
-        (result.failure.component, result.failure.failure_time.strftime("%Y-%m-%d %H:%M"),
-         result.first_warning.strftime("%Y-%m-%d %H:%M") if result.first_warning is not None else "-",
-         result.describe())
+        (
+            result.failure.component,
+            result.failure.failure_time.strftime("%Y-%m-%d %H:%M"),
+            result.first_warning.strftime("%Y-%m-%d %H:%M")
+            if result.first_warning is not None
+            else "-",
+            result.describe(),
+        )
         for result in results
     ]
-    return format_table(("component", "labeled failure (UTC)", "first high/critical", "lead time"), rows)
+    return format_table(
+        ("component", "labeled failure (UTC)", "first high/critical", "lead time"), rows
+    )

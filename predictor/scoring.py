@@ -57,6 +57,17 @@ def _stale_mask(rows: pd.DataFrame, times: pd.DatetimeIndex, max_age: pd.Timedel
     return stale
 
 
+def _trim_trailing_silence(
+    times: pd.DatetimeIndex, stale: np.ndarray
+) -> tuple[pd.DatetimeIndex, np.ndarray]:
+    """Drop the grid times of a trailing stale run except its first."""
+    if len(stale) == 0 or not stale[-1]:
+        return times, stale
+    fresh = np.flatnonzero(~stale)
+    first_silent = fresh[-1] + 1 if len(fresh) else 0
+    return times[: first_silent + 1], stale[: first_silent + 1]
+
+
 def _forecast_columns(
     model: ComponentModel, grid: pd.DataFrame, times: pd.DatetimeIndex
 ) -> tuple[np.ndarray, np.ndarray, list[list[dict]]]:
@@ -66,7 +77,7 @@ def _forecast_columns(
     drivers: list[list[dict]] = [[] for _ in times]
 
     for metric, forecaster in model.forecasters.items():
-        history = grid[metric].loc[forecaster.train_end_ + model.step:]
+        history = grid[metric].loc[forecaster.train_end_ + model.step :]
         path = forecaster.forecast_path(history).reindex(times)
         metric_probability = path["crossing_probability"].to_numpy(dtype=float)
         metric_time = path["time_to_threshold_seconds"].to_numpy(dtype=float)
@@ -74,12 +85,14 @@ def _forecast_columns(
         probability = np.fmax(probability, metric_probability)
         time_to_threshold = np.fmin(time_to_threshold, metric_time)
         for index in np.flatnonzero(metric_probability >= FORECAST_DRIVER_PROBABILITY):
-            drivers[index].append({
-                "metric": metric,
-                "contribution": round(float(metric_probability[index]), 4),
-                "kind": "forecast",
-                "threshold": forecaster.threshold,
-            })
+            drivers[index].append(
+                {
+                    "metric": metric,
+                    "contribution": round(float(metric_probability[index]), 4),
+                    "kind": "forecast",
+                    "threshold": forecaster.threshold,
+                }
+            )
     return probability, time_to_threshold, drivers
 
 
@@ -125,6 +138,11 @@ def score_component(
     if len(times) == 0:
         return ComponentScores(records=pd.DataFrame(), events=[])
 
+    # During a silence, one ``unknown`` score per scoring run marks the component as
+    # unknown; the grid points inside the silence are scored once telemetry returns.
+    stale = _stale_mask(rows, times, step * settings.levels.stale_after_steps)
+    times, stale = _trim_trailing_silence(times, stale)
+
     features = make_features(grid, model.window_steps, model.season_steps)
     X = features.reindex(columns=model.feature_columns).loc[times]
     anomaly = model.ensemble.score_samples(X)
@@ -132,33 +150,37 @@ def score_component(
     probability, time_to_threshold, forecast_drivers = _forecast_columns(model, grid, times)
     risk = fuse_risk(anomaly, probability)
 
-    stale = _stale_mask(rows, times, step * settings.levels.stale_after_steps)
     states, _ = assign_levels(risk, stale, previous, settings.levels)
     levels = [state.level for state in states]
     previous_levels = [previous.level, *levels[:-1]]
     drivers = [
-        [{"metric": metric, "contribution": round(float(share), 4), "kind": "anomaly"}
-         for metric, share in anomaly_row] + forecast_row
+        [
+            {"metric": metric, "contribution": round(float(share), 4), "kind": "anomaly"}
+            for metric, share in anomaly_row
+        ]
+        + forecast_row
         for anomaly_row, forecast_row in zip(anomaly_drivers, forecast_drivers, strict=True)
     ]
 
-    records = pd.DataFrame({
-        "component": model.component,
-        "group_name": model.group,
-        "scored_at": times,
-        "risk": risk,
-        "anomaly_score": anomaly,
-        "forecast_probability": probability,
-        "time_to_threshold_seconds": time_to_threshold,
-        "level": levels,
-        "previous_level": previous_levels,
-        "pending_level": [state.pending_level for state in states],
-        "pending_count": [state.pending_count for state in states],
-        "drivers": drivers,
-        "model_version": model_version,
-        "calibrated": False,
-        "stale": stale,
-    })
+    records = pd.DataFrame(
+        {
+            "component": model.component,
+            "group_name": model.group,
+            "scored_at": times,
+            "risk": risk,
+            "anomaly_score": anomaly,
+            "forecast_probability": probability,
+            "time_to_threshold_seconds": time_to_threshold,
+            "level": levels,
+            "previous_level": previous_levels,
+            "pending_level": [state.pending_level for state in states],
+            "pending_count": [state.pending_count for state in states],
+            "drivers": drivers,
+            "model_version": model_version,
+            "calibrated": False,
+            "stale": stale,
+        }
+    )
     events = [
         HookEvent(
             component=model.component,

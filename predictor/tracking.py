@@ -25,8 +25,10 @@ def _import_mlflow():  # type: ignore[no-untyped-def]
     import mlflow
 
     with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=".*Any type hint is inferred", category=UserWarning)
-        import mlflow.pyfunc  # noqa: F401
+        warnings.filterwarnings(
+            "ignore", message=".*Any type hint is inferred", category=UserWarning
+        )
+        import mlflow.pyfunc
     return mlflow
 
 
@@ -80,7 +82,10 @@ def log_training_run(
     mlflow = _import_mlflow()
 
     experiment_id = configure_mlflow(settings)
-    with mlflow.start_run(experiment_id=experiment_id) as run, tempfile.TemporaryDirectory() as tmp:
+    with (
+        mlflow.start_run(experiment_id=experiment_id) as run,
+        tempfile.TemporaryDirectory() as tmp,
+    ):
         mlflow.log_params({key: str(value)[:500] for key, value in params.items()})
         mlflow.log_metrics(metrics)
         mlflow.set_tags({"predictor.stage": "train", **(tags or {})})
@@ -101,11 +106,16 @@ def log_training_run(
 
     client = mlflow.MlflowClient()
     version_number = str(info.registered_model_version)
-    client.set_registered_model_alias(settings.registered_model_name, CHAMPION_ALIAS, version_number)
+    client.set_registered_model_alias(
+        settings.registered_model_name, CHAMPION_ALIAS, version_number
+    )
     version = f"{settings.registered_model_name}/{version_number}"
     logger.info(
         "tracking: logged run %s with %d components, registered %s as %s",
-        run_id, len(fleet.components), version, CHAMPION_ALIAS,
+        run_id,
+        len(fleet.components),
+        version,
+        CHAMPION_ALIAS,
     )
     return run_id, version
 
@@ -140,6 +150,8 @@ def load_champion(settings: Settings) -> FleetModel:
     fleet.version = f"{name}/{model_version.version}"
     logger.info(
         "tracking: loaded %s (%d components) from run %s",
-        fleet.version, len(fleet.components), model_version.run_id,
+        fleet.version,
+        len(fleet.components),
+        model_version.run_id,
     )
     return fleet

@@ -71,7 +71,8 @@ def fit_component(
     if len(grid) < MIN_TRAIN_POINTS:
         raise PredictorUserError(
             f"component {component!r}: {len(grid)} grid points of training data, "
-            f"expected at least {MIN_TRAIN_POINTS}; ingest more history or lower model.step_seconds"
+            f"expected at least {MIN_TRAIN_POINTS}; ingest more history "
+            "or lower model.step_seconds"
         )
 
     season_steps = grid_steps(model_config.season_minutes, step_seconds)
@@ -90,7 +91,8 @@ def fit_component(
         if threshold.metric not in grid.columns:
             logger.warning(
                 "train: component %s has no metric %s for its threshold; no forecast for it",
-                component, threshold.metric,
+                component,
+                threshold.metric,
             )
             continue
         forecasters[threshold.metric] = DegradationForecaster(
@@ -143,9 +145,7 @@ def train_fleet(
     """
     names = sorted(components) if components is not None else telemetry.components()
     if not names:
-        raise PredictorUserError(
-            f"no telemetry in {telemetry.root}; run `predictor ingest` first"
-        )
+        raise PredictorUserError(f"no telemetry in {telemetry.root}; run `predictor ingest` first")
 
     started = time.perf_counter()
     fleet = FleetModel(params=_model_params(settings))
@@ -154,15 +154,21 @@ def train_fleet(
         window = windows.get(component, TrainingWindow(None, None))
         rows = telemetry.read(components=[component], start=window.start, end=window.end)
         if rows.empty:
-            logger.warning("train: component %s has no rows in its training window; skipped", component)
+            logger.warning(
+                "train: component %s has no rows in its training window; skipped", component
+            )
             continue
         model = fit_component(component, rows, settings)
         fleet.components[component] = model
         dropped_members += len(model.ensemble.dropped_members_)
         logger.info(
             "train: component %s fitted on %d grid points (%s to %s), %d metrics, %d forecasters",
-            component, model.train_rows, model.train_start, model.train_end,
-            len(model.metrics), len(model.forecasters),
+            component,
+            model.train_rows,
+            model.train_start,
+            model.train_end,
+            len(model.metrics),
+            len(model.forecasters),
         )
 
     seconds = time.perf_counter() - started

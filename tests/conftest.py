@@ -28,7 +28,9 @@ def shared_data() -> Path:
     """The full data sets (PREDICTOR_SHARED_DATA, default ../shared/data), or skip."""
     path = _shared_data_dir()
     if not (path / "README.md").is_file():
-        pytest.skip(f"full data sets not found at {path}; set PREDICTOR_SHARED_DATA to run this test")
+        pytest.skip(
+            f"full data sets not found at {path}; set PREDICTOR_SHARED_DATA to run this test"
+        )
     return path
 
 

@@ -12,7 +12,10 @@ import pytest
 def _run(args: list[str], cwd: Path, env_home: Path) -> subprocess.CompletedProcess:
     return subprocess.run(
         [sys.executable, "-m", "predictor.cli", *args],
-        cwd=cwd, capture_output=True, text=True, timeout=120,
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=120,
         env={"PATH": "/usr/bin:/bin", "PREDICTOR_HOME": str(env_home)},
     )
 
@@ -24,8 +27,11 @@ def _run(args: list[str], cwd: Path, env_home: Path) -> subprocess.CompletedProc
         (["ingest"], "[model]\nwindow_step = 3\n", "unknown key 'window_step'"),
         (["ingest"], "[levels]\ncritical = 2.0\n", "critical=2.0"),
         (["ingest"], "[model\n", "invalid TOML"),
-        (["ingest", "--source", "nope"], '[[sources]]\nname = "a"\nformat = "long"\npath = "a.csv"\n',
-         "unknown source 'nope'"),
+        (
+            ["ingest", "--source", "nope"],
+            '[[sources]]\nname = "a"\nformat = "long"\npath = "a.csv"\n',
+            "unknown source 'nope'",
+        ),
         (["score"], "", "run `predictor train` first"),
         (["ingest", "x.csv", "--format", "nab"], None, "--component is required"),
     ],

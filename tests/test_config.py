@@ -15,7 +15,9 @@ def _config(tmp_path, text: str):
 
 
 def test_defaults_live_under_home(tmp_path):
-    settings = load_settings(_config(tmp_path, ""), environ={"PREDICTOR_HOME": str(tmp_path / "h")})
+    settings = load_settings(
+        _config(tmp_path, ""), environ={"PREDICTOR_HOME": str(tmp_path / "h")}
+    )
 
     assert settings.home == (tmp_path / "h").resolve()
     assert settings.store_url == f"sqlite:///{settings.home / 'risk.db'}"
@@ -50,12 +52,20 @@ def test_relative_source_paths_resolve_against_config(tmp_path):
     ("text", "environ", "match"),
     [
         ("[modle]\n", {}, "unknown section 'modle'"),
-        ("[model]\nn_estimators = 'many'\n", {}, r"model.n_estimators: expected an integer, got 'many'"),
+        (
+            "[model]\nn_estimators = 'many'\n",
+            {},
+            r"model.n_estimators: expected an integer, got 'many'",
+        ),
         ("[model]\nmembers = ['forest']\n", {}, r"model.members: expected one of .* got 'forest'"),
         ("[levels]\nhigh = 0.9\ncritical = 0.8\n", {}, "elevated < high < critical"),
         ('[[hooks]]\nname = "h"\ntype = "webhook"\n', {}, r"hooks\[0\].url: required"),
         ('[[hooks]]\nname = "h"\ntype = "pager"\nurl = "x"\n', {}, r"hooks\[0\].type"),
-        ('[[sources]]\nname = "a"\nformat = "nab"\npath = "a.csv"\n', {}, r"sources\[0\].component"),
+        (
+            '[[sources]]\nname = "a"\nformat = "nab"\npath = "a.csv"\n',
+            {},
+            r"sources\[0\].component",
+        ),
         ("", {"PREDICTOR_MODLE__X": "1"}, "PREDICTOR_MODLE__X"),
         ("", {"PREDICTOR_LEVELS__CRITICAL": "'high'"}, "levels.critical: expected a number"),
     ],
@@ -66,5 +76,5 @@ def test_invalid_settings_name_the_key(tmp_path, text, environ, match):
 
 
 def test_missing_config_file_is_named(tmp_path):
-    with pytest.raises(ConfigError, match="nowhere.toml: configuration file not found"):
+    with pytest.raises(ConfigError, match=r"nowhere\.toml: configuration file not found"):
         load_settings(tmp_path / "nowhere.toml", environ={})

@@ -7,6 +7,7 @@ import shutil
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import ClassVar
 
 import pandas as pd
 import pytest
@@ -193,7 +194,7 @@ def test_scores_are_bounded_and_named(trained):
 
 
 class _Recorder(BaseHTTPRequestHandler):
-    received: list[dict] = []
+    received: ClassVar[list[dict]] = []
 
     def do_POST(self):
         length = int(self.headers["Content-Length"])
@@ -216,16 +217,22 @@ def webhook_server():
     server.server_close()
 
 
-def test_webhook_called_once_per_critical_entry(sample_data, tmp_path, isolated_env, webhook_server):
+def test_webhook_called_once_per_critical_entry(
+    sample_data, tmp_path, isolated_env, webhook_server
+):
     url, received = webhook_server
     frame = pd.read_csv(sample_data / NAB_FILE).iloc[:2000]
     # A sustained rise of the real series: two hours at 95 ms, far above its 40-52 ms range.
     last = pd.Timestamp(frame["timestamp"].iloc[-1], tz="UTC")
-    outage = pd.DataFrame({
-        "timestamp": [(last + pd.Timedelta(minutes=5 * (i + 1))).strftime("%Y-%m-%d %H:%M:%S")
-                      for i in range(24)],
-        "value": 95.0,
-    })
+    outage = pd.DataFrame(
+        {
+            "timestamp": [
+                (last + pd.Timedelta(minutes=5 * (i + 1))).strftime("%Y-%m-%d %H:%M:%S")
+                for i in range(24)
+            ],
+            "value": 95.0,
+        }
+    )
     csv = tmp_path / "ec2.csv"
     pd.concat([frame, outage]).to_csv(csv, index=False)
     settings = load_settings(_write_config(tmp_path, csv, HOOK.format(url=url)))
