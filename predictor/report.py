@@ -25,11 +25,15 @@ class LeadTime:
         before the failure time; None when there was none.
     first_detection : pandas.Timestamp or None
         The first such score anywhere in the window, which may come after the failure.
+    scored : bool
+        False when no score exists at or before the failure time, because the failure
+        lies in the training data; such a failure measures nothing.
     """
 
     failure: LabeledFailure
     first_warning: pd.Timestamp | None
     first_detection: pd.Timestamp | None
+    scored: bool = True
 
     @property
     def lead(self) -> pd.Timedelta | None:
@@ -40,6 +44,8 @@ class LeadTime:
 
     def describe(self) -> str:
         """Return the outcome in words: the lead time, a late detection, or a miss."""
+        if not self.scored:
+            return "in training data, not scored"
         if self.lead is not None:
             return f"warned {_format_timedelta(self.lead)} before"
         if self.first_detection is not None:
@@ -57,8 +63,10 @@ def lead_times(store: RiskStore, failures: Sequence[LabeledFailure]) -> list[Lea
         )
         warnings = scores[scores["level"].isin(WARNING_LEVELS)]
         in_time = warnings[warnings["scored_at"] <= failure.failure_time]
+        scored = not store.scores(component=failure.component, until=failure.failure_time).empty
         results.append(
             LeadTime(
+                scored=scored,
                 failure=failure,
                 first_warning=in_time["scored_at"].min() if not in_time.empty else None,
                 first_detection=warnings["scored_at"].min() if not warnings.empty else None,

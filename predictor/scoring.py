@@ -150,7 +150,7 @@ def score_component(
     probability, time_to_threshold, forecast_drivers = _forecast_columns(model, grid, times)
     risk = fuse_risk(anomaly, probability)
 
-    states, _ = assign_levels(risk, stale, previous, settings.levels)
+    states, _ = assign_levels(risk.tolist(), stale.tolist(), previous, settings.levels)
     levels = [state.level for state in states]
     previous_levels = [previous.level, *levels[:-1]]
     drivers = [
