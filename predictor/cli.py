@@ -1,7 +1,7 @@
 """Command line: ``predictor ingest | train | score | run``.
 
 A user mistake (missing file, unknown config key, bad value) exits with code 2 and one
-line on stderr; an unexpected failure keeps its traceback, because that is a bug.
+line on stderr. An unexpected failure keeps its traceback, because that is a bug.
 """
 
 from __future__ import annotations

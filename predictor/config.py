@@ -9,7 +9,7 @@ PREDICTOR_CONFIG
     Path of the TOML file. Default: ``predictor.toml`` in the working directory when it
     exists, else the sample configuration shipped in ``data/predictor.toml``.
 PREDICTOR_HOME
-    Folder that holds all state. Default: ``./.predictor``.
+    Folder that contains all state. Default: ``./.predictor``.
 PREDICTOR_STORE_URL
     SQLAlchemy URL of the risk store. Default: ``sqlite:///$PREDICTOR_HOME/risk.db``.
 MLFLOW_TRACKING_URI
@@ -44,7 +44,7 @@ DEFAULT_CONFIG_NAME = "predictor.toml"
 class SourceConfig:
     """One telemetry input file and how to read it.
 
-    ``role`` says which part of the timeline the file is: ``train`` (fit models on it),
+    ``role`` sets which part of the timeline the file is: ``train`` (fit models on it),
     ``replay`` (score it forward in time order) or ``split`` (the first
     ``train_fraction`` of its rows train, capped at ``max_train_rows``; the rest replay).
     """

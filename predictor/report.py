@@ -15,7 +15,7 @@ WARNING_LEVELS = ("high", "critical")
 
 @dataclass(frozen=True)
 class LeadTime:
-    """How early the first ``high`` or ``critical`` level came before a labeled failure.
+    """Lead time of the first ``high`` or ``critical`` level before a labeled failure.
 
     Attributes
     ----------

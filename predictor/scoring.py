@@ -2,8 +2,8 @@
 
 Each component is scored on every grid point after its last stored score, up to a
 given time. Features are trailing windows and forecasts run forward from the end of
-training, so the score at time t depends only on rows with timestamps at or before t:
-scoring in one call or in many, and appending later rows, give the same scores.
+training, so the score at time t depends only on rows with timestamps at or before t.
+Scoring in one call or in many gives the same scores, and so does appending later rows.
 """
 
 from __future__ import annotations

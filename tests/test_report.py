@@ -15,14 +15,18 @@ START = pd.Timestamp("2024-01-01T00:00Z")
 def _store(tmp_path, levels: list[str]) -> RiskStore:
     store = RiskStore(f"sqlite:///{tmp_path / 'risk.db'}")
     times = pd.date_range(START, periods=len(levels), freq="5min")
-    store.write_scores(pd.DataFrame({
-        "component": "node-1",
-        "scored_at": times,
-        "risk": [0.9 if level in ("high", "critical") else 0.1 for level in levels],
-        "level": levels,
-        "model_version": "predictor-fleet/1",
-        "drivers": [[{"metric": "gpu_temp", "contribution": 0.8}]] * len(levels),
-    }))
+    store.write_scores(
+        pd.DataFrame(
+            {
+                "component": "node-1",
+                "scored_at": times,
+                "risk": [0.9 if level in ("high", "critical") else 0.1 for level in levels],
+                "level": levels,
+                "model_version": "predictor-fleet/1",
+                "drivers": [[{"metric": "gpu_temp", "contribution": 0.8}]] * len(levels),
+            }
+        )
+    )
     return store
 
 
