@@ -1,0 +1,1 @@
+"""Evaluation of anomaly scores against labeled telemetry."""
