@@ -1,0 +1,252 @@
+"""Backtest runs over a whole data set: NAB files or SMD/ASD server matrices.
+
+Each run writes per-row scores in the data set's own result layout, computes the metrics
+for every detector, writes them as JSON and logs one MLflow run with the files attached.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from predictor.config import Settings
+from predictor.evaluate import metrics
+from predictor.evaluate.backtest import ENSEMBLE, BacktestConfig, score_series, summarize_detectors
+from predictor.evaluate.nab import PROFILES, load_windows, probation_length, score_corpus
+from predictor.exceptions import InputError
+from predictor.progress import progress
+
+logger = logging.getLogger(__name__)
+
+# The anomaly score at which the risk levels raise `high` when nothing else adds risk;
+# the label-free threshold of the SMD/ASD report.
+LABEL_FREE_THRESHOLD = 0.7
+# Rows before a labeled event in which a flag counts as an early warning, not a false alarm.
+EARLY_ROWS = 60
+
+
+def backtest_nab(data_dir: Path, out_dir: Path, config: BacktestConfig) -> dict[str, Any]:
+    """Backtest every NAB file under ``data_dir/data`` and score it with the NAB rules.
+
+    Each file is fitted on its probationary rows (the first 15 %, at most 750) and
+    scored forward; probationary rows get score 0 because NAB does not score them.
+
+    Returns
+    -------
+    dict
+        ``{"detectors": {name: {profile: score}}, "thresholds": ..., "files": n}``.
+    """
+    files = sorted((data_dir / "data").glob("*/*.csv"))
+    if not files:
+        raise InputError(
+            "no NAB files found; expected data/<category>/<name>.csv", path=str(data_dir)
+        )
+    windows = load_windows(data_dir / "labels" / "combined_windows.json")
+
+    results: dict[str, dict[str, pd.DataFrame]] = {name: {} for name in config.detector_names()}
+    for path in progress(files, desc="backtest nab", unit="file"):
+        key = f"{path.parent.name}/{path.name}"
+        frame = pd.read_csv(path)
+        values = frame[["value"]].astype("float64").reset_index(drop=True)
+        n_train = probation_length(len(frame))
+        scores = score_series(values.iloc[:n_train], values.iloc[n_train:], config)
+        for name, test_scores in scores.test.items():
+            full = np.concatenate([np.zeros(n_train), test_scores])
+            results[name][key] = pd.DataFrame(
+                {"timestamp": frame["timestamp"], "anomaly_score": np.clip(full, 0.0, 1.0)}
+            )
+
+    summary: dict[str, Any] = {"files": len(files), "detectors": {}, "thresholds": {}}
+    for name, by_file in results.items():
+        for key, frame in by_file.items():
+            category, file_name = key.split("/")
+            target = out_dir / name / category / f"{name}_{file_name}"
+            target.parent.mkdir(parents=True, exist_ok=True)
+            frame.to_csv(target, index=False)
+        summary["detectors"][name] = {}
+        summary["thresholds"][name] = {}
+        for profile in PROFILES:
+            corpus = score_corpus(by_file, windows, profile)
+            summary["detectors"][name][profile] = round(corpus.normalized_score, 2)
+            summary["thresholds"][name][profile] = round(corpus.threshold, 4)
+    return summary
+
+
+def _read_matrix(path: Path) -> pd.DataFrame:
+    try:
+        return pd.read_csv(path, header=None, dtype="float64")
+    except FileNotFoundError:
+        raise InputError("file not found", path=str(path)) from None
+
+
+def _entity_metrics(
+    labels: np.ndarray, scores: np.ndarray, train_scores: np.ndarray, rows_per_day: float
+) -> dict[str, float]:
+    flags = scores >= LABEL_FREE_THRESHOLD
+    lead = metrics.median_lead_time(labels, flags, early_rows=EARLY_ROWS)
+    return {
+        "best_f1": metrics.best_f1(labels, scores).f1,
+        "f1_label_free": metrics.f1_at_threshold(labels, scores, LABEL_FREE_THRESHOLD),
+        "auc_pr": metrics.auc_pr(labels, scores),
+        "vus_pr": metrics.vus_pr(labels, scores),
+        "event_recall": metrics.event_recall(labels, flags, early_rows=EARLY_ROWS),
+        "median_lead_rows": float(lead) if lead is not None else float("nan"),
+        "false_alarms_per_day": metrics.false_alarms_per_day(
+            labels, flags, rows_per_day, early_rows=EARLY_ROWS
+        ),
+        "train_flag_rate": float(np.mean(train_scores >= LABEL_FREE_THRESHOLD)),
+    }
+
+
+def backtest_matrix(
+    data_dir: Path, out_dir: Path, config: BacktestConfig, step_seconds: float
+) -> dict[str, Any]:
+    """Backtest every entity of an SMD/ASD layout: fit on ``train/``, score ``test/``.
+
+    Writes ``<out>/<entity>.csv`` with ``row,anomaly_score`` for the ensemble and
+    ``<out>/<detector>/<entity>.csv`` for every other detector.
+    """
+    train_files = sorted((data_dir / "train").glob("*.txt.gz"))
+    if not train_files:
+        raise InputError("no entities found; expected train/<entity>.txt.gz", path=str(data_dir))
+    rows_per_day = 86400.0 / step_seconds
+
+    per_entity: dict[str, dict[str, dict[str, float]]] = {}
+    for train_path in progress(train_files, desc="backtest matrix", unit="entity"):
+        entity = train_path.name.removesuffix(".txt.gz")
+        train = _read_matrix(train_path)
+        test = _read_matrix(data_dir / "test" / train_path.name)
+        labels = np.loadtxt(data_dir / "test_label" / f"{entity}.txt", dtype=int)
+        if len(labels) != len(test):
+            raise InputError(
+                f"{len(labels)} labels for {len(test)} test rows; expected one label per row",
+                path=str(data_dir / "test_label" / f"{entity}.txt"),
+            )
+        scores = score_series(train, test, config)
+
+        per_entity[entity] = {}
+        for name, test_scores in scores.test.items():
+            target = (
+                out_dir / f"{entity}.csv" if name == ENSEMBLE else out_dir / name / f"{entity}.csv"
+            )
+            target.parent.mkdir(parents=True, exist_ok=True)
+            pd.DataFrame(
+                {"row": np.arange(len(test_scores)), "anomaly_score": test_scores}
+            ).to_csv(target, index=False)
+            per_entity[entity][name] = _entity_metrics(
+                labels, test_scores, scores.train[name], rows_per_day
+            )
+        logger.info(
+            "backtest: %s scored %d test rows, ensemble best F1 %.3f, AUC-PR %.3f",
+            entity,
+            len(test),
+            per_entity[entity][ENSEMBLE]["best_f1"],
+            per_entity[entity][ENSEMBLE]["auc_pr"],
+        )
+
+    means = summarize_detectors(per_entity)
+    return {
+        "entities": len(per_entity),
+        "mean": {
+            name: {key: _json_number(value) for key, value in row.items()}
+            for name, row in means.iterrows()
+        },
+        "per_entity": {
+            entity: {
+                name: {key: _json_number(value) for key, value in values.items()}
+                for name, values in by_detector.items()
+            }
+            for entity, by_detector in per_entity.items()
+        },
+    }
+
+
+def _json_number(value: float) -> float | None:
+    return round(float(value), 4) if np.isfinite(value) else None
+
+
+def ensemble_comparison(summary: dict[str, Any], metric: str) -> dict[str, Any]:
+    """Return the ensemble's metric next to the best single member's, as a measured line."""
+    values = summary["mean"] if "mean" in summary else summary["detectors"]
+    scores = {
+        name: (row[metric] if isinstance(row, dict) else row) for name, row in values.items()
+    }
+    members = {
+        name: value for name, value in scores.items() if name != ENSEMBLE and value is not None
+    }
+    best_member = max(members, key=members.__getitem__)
+    return {
+        "metric": metric,
+        "ensemble": scores[ENSEMBLE],
+        "best_detector": best_member,
+        "best_detector_value": members[best_member],
+        "ensemble_minus_best": round(scores[ENSEMBLE] - members[best_member], 4),
+    }
+
+
+def run_backtest(
+    settings: Settings,
+    data_dir: Path,
+    data_format: str,
+    out_dir: Path,
+    config: BacktestConfig,
+    step_seconds: float = 60.0,
+) -> dict[str, Any]:
+    """Run a backtest, write ``summary.json`` and log one MLflow run with the results."""
+    from predictor.tracking import configure_mlflow
+
+    started = time.perf_counter()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    if data_format == "nab":
+        summary = backtest_nab(data_dir, out_dir, config)
+        comparison = ensemble_comparison(
+            {"detectors": {name: row["standard"] for name, row in summary["detectors"].items()}},
+            "standard",
+        )
+    elif data_format in ("smd", "asd", "matrix"):
+        summary = backtest_matrix(data_dir, out_dir, config, step_seconds)
+        comparison = ensemble_comparison(summary, "auc_pr")
+    else:
+        raise InputError(f"unknown backtest format {data_format!r}; expected 'nab' or 'smd'")
+    summary["comparison"] = comparison
+    summary["config"] = config.__dict__ | {"members": list(config.members)}
+    summary["format"] = data_format
+    summary["data"] = str(data_dir)
+    summary["seconds"] = round(time.perf_counter() - started, 1)
+    (out_dir / "summary.json").write_text(json.dumps(summary, indent=2), encoding="utf-8")
+
+    mlflow = _log_to_mlflow(settings, summary, out_dir, configure_mlflow)
+    logger.info(
+        "backtest: %s done in %.1f s, MLflow run %s", data_format, summary["seconds"], mlflow
+    )
+    return summary
+
+
+def _log_to_mlflow(settings: Settings, summary: dict[str, Any], out_dir: Path, configure) -> str:  # type: ignore[no-untyped-def]
+    from predictor.tracking import _import_mlflow
+
+    mlflow = _import_mlflow()
+    experiment_id = configure(settings)
+    with mlflow.start_run(
+        experiment_id=experiment_id, run_name=f"backtest-{summary['format']}"
+    ) as run:
+        mlflow.set_tags({"predictor.stage": "backtest", "predictor.data": summary["data"]})
+        mlflow.log_params({key: str(value) for key, value in summary["config"].items()})
+        if "mean" in summary:
+            for detector, row in summary["mean"].items():
+                mlflow.log_metrics(
+                    {f"{detector}.{key}": value for key, value in row.items() if value is not None}
+                )
+        else:
+            for detector, row in summary["detectors"].items():
+                mlflow.log_metrics(
+                    {f"{detector}.nab_{profile}": value for profile, value in row.items()}
+                )
+        mlflow.log_artifacts(str(out_dir), artifact_path="backtest")
+        return run.info.run_id
