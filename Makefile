@@ -27,7 +27,7 @@ test-fast: install
 	$(BIN)/python -m pytest -m "not slow"
 
 lint: install
-	$(BIN)/ruff check predictor tests dags benchmarks
+	$(BIN)/ruff check predictor tests dags
 	$(BIN)/mypy
 
 clean:

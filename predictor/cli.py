@@ -7,6 +7,7 @@ line on stderr. An unexpected failure keeps its traceback, because that is a bug
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
 import sys
@@ -125,6 +126,30 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.add_argument(
         "--dry-run", action="store_true", help="record hook decisions without sending them"
+    )
+    backtest = commands.add_parser(
+        "backtest", help="fit on the past part of labeled data, score forward, measure"
+    )
+    backtest.add_argument("--data", required=True, help="data set folder (NAB or SMD/ASD layout)")
+    backtest.add_argument(
+        "--format",
+        required=True,
+        choices=("nab", "smd", "asd"),
+        dest="data_format",
+        help="layout of --data: nab (data/, labels/) or smd/asd (train/, test/, test_label/)",
+    )
+    backtest.add_argument("--out", required=True, help="folder for result files and summary.json")
+    backtest.add_argument(
+        "--step-seconds",
+        type=_positive_float,
+        default=60.0,
+        help="row spacing of smd/asd data, for false alarms per day (default: 60)",
+    )
+    backtest.add_argument(
+        "--smoothing-steps",
+        type=int,
+        default=1,
+        help="trailing mean of every score over this many rows (default: 1, none)",
     )
     return parser
 
@@ -250,7 +275,63 @@ def _cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"ingest": _cmd_ingest, "train": _cmd_train, "score": _cmd_score, "run": _cmd_run}
+def _cmd_backtest(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from predictor.evaluate.backtest import BacktestConfig
+    from predictor.evaluate.runner import run_backtest
+    from predictor.report import format_table
+
+    settings = _settings(args)
+    data_dir = Path(args.data)
+    if not data_dir.is_dir():
+        raise ConfigError(f"--data {args.data!r}: folder not found")
+    if args.smoothing_steps < 1:
+        raise ConfigError(
+            f"--smoothing-steps: expected an integer >= 1, got {args.smoothing_steps}"
+        )
+    config = BacktestConfig(
+        members=settings.model.members,
+        window_steps=settings.model.window_steps,
+        n_estimators=settings.model.n_estimators,
+        n_neighbors=settings.model.n_neighbors,
+        max_train_rows=settings.model.max_train_rows,
+        random_state=settings.model.random_state,
+        smoothing_steps=args.smoothing_steps,
+    )
+    summary = run_backtest(
+        settings, data_dir, args.data_format, Path(args.out), config, args.step_seconds
+    )
+    print(json.dumps({key: summary[key] for key in ("comparison", "seconds")}, indent=2))
+    if "mean" in summary:
+        rows = [
+            (name, *(f"{row[key]:.3f}" if row[key] is not None else "-" for key in SUMMARY_KEYS))
+            for name, row in summary["mean"].items()
+        ]
+        print(format_table(("detector", *SUMMARY_KEYS), rows))
+    else:
+        rows = [(name, *row.values()) for name, row in summary["detectors"].items()]
+        print(format_table(("detector", "standard", "reward_low_FP", "reward_low_FN"), rows))
+    print(f"results and summary.json in {args.out}")
+    return 0
+
+
+SUMMARY_KEYS = (
+    "best_f1",
+    "f1_label_free",
+    "auc_pr",
+    "vus_pr",
+    "event_recall",
+    "false_alarms_per_day",
+)
+
+COMMANDS = {
+    "ingest": _cmd_ingest,
+    "train": _cmd_train,
+    "score": _cmd_score,
+    "run": _cmd_run,
+    "backtest": _cmd_backtest,
+}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

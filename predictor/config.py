@@ -405,8 +405,19 @@ def load_settings(
     raw: dict[str, Any] = _read_toml(path) if path is not None else {}
     raw.update(overrides or {})
     _apply_env_overrides(raw, env)
-    base = path.resolve().parent if path is not None else None
 
+    try:
+        return _parse_settings(raw, path, env)
+    except ConfigError as error:
+        # Name the file in every message, unless the message already does.
+        if path is not None and str(path) not in str(error):
+            raise ConfigError(f"{path}: {error}") from None
+        raise
+
+
+def _parse_settings(raw: dict[str, Any], path: Path | None, env: Mapping[str, str]) -> Settings:
+    """Build and validate :class:`Settings` from the merged TOML tables."""
+    base = path.resolve().parent if path is not None else None
     known_sections = {
         "predictor",
         "sources",

@@ -131,13 +131,13 @@ def lead_time_table(results: Sequence[LeadTime]) -> str:
         (
             result.failure.component,
             result.failure.failure_time.strftime("%Y-%m-%d %H:%M"),
-            result.first_warning.strftime("%Y-%m-%d %H:%M")
-            if result.first_warning is not None
+            result.first_detection.strftime("%Y-%m-%d %H:%M")
+            if result.first_detection is not None
             else "-",
             result.describe(),
         )
         for result in results
     ]
     return format_table(
-        ("component", "labeled failure (UTC)", "first high/critical", "lead time"), rows
+        ("component", "labeled failure (UTC)", "first high/critical", "outcome"), rows
     )

@@ -138,10 +138,14 @@ def score_component(
     if len(times) == 0:
         return ComponentScores(records=pd.DataFrame(), events=[])
 
-    # During a silence, one ``unknown`` score per scoring run marks the component as
-    # unknown; the grid points inside the silence are scored once telemetry returns.
+    # A silence is marked by one ``unknown`` score at its start. The grid points inside
+    # it are scored once telemetry returns.
     stale = _stale_mask(rows, times, step * settings.levels.stale_after_steps)
     times, stale = _trim_trailing_silence(times, stale)
+    if last_score is not None and last_score["stale"] and stale.all():
+        # Still silent since the stored unknown score: nothing new to record, so a
+        # repeated run writes nothing.
+        return ComponentScores(records=pd.DataFrame(), events=[])
 
     features = make_features(grid, model.window_steps, model.season_steps)
     X = features.reindex(columns=model.feature_columns).loc[times]

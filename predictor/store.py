@@ -477,7 +477,7 @@ class RiskStore:
         with self.engine.begin() as connection:
             for batch in _batches(rows, INSERT_BATCH_ROWS):
                 inserted += len(connection.execute(statement, list(batch)).all())
-        logger.info(
+        logger.debug(
             "risk store: wrote %d of %d scores (%d already stored)",
             inserted, len(rows), len(rows) - inserted,
         )

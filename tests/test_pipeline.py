@@ -249,3 +249,18 @@ def test_webhook_called_once_per_critical_entry(
     assert received[0]["level"] == "critical"
     assert pd.Timestamp(received[0]["scored_at"]) > last
     assert critical_entries["status"].tolist() == ["delivered"]
+
+
+def test_silence_marked_once_as_unknown(trained):
+    settings, _ = trained
+    last_row = pipeline.open_telemetry(settings).last_timestamp("ec2-latency")
+    later = last_row + pd.Timedelta(hours=3)
+
+    pipeline.score(settings, until=later)
+    repeated = pipeline.score(settings, until=later + pd.Timedelta(hours=1))
+    latest = pipeline.open_risk_store(settings).last_score("ec2-latency")
+
+    assert repeated.scores_written == 0
+    assert latest["level"] == "unknown"
+    assert latest["stale"]
+    assert last_row < latest["scored_at"] <= last_row + pd.Timedelta(minutes=20)

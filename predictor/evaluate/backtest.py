@@ -103,7 +103,7 @@ def score_series(train: pd.DataFrame, test: pd.DataFrame, config: BacktestConfig
         For each detector, scores in [0, 1] of the training rows (in-sample) and of the
         test rows. Higher means more anomalous.
     """
-    features = make_features(pd.concat([train, test]), config.window_steps)
+    features = make_features(pd.concat([train, test], ignore_index=True), config.window_steps)
     train_features = features.iloc[: len(train)]
     test_features = features.iloc[len(train) :]
 

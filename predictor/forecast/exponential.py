@@ -74,6 +74,10 @@ class DegradationForecaster(BaseEstimator):
     nonnegative : bool or None, default=None
         Clip forecasts at 0. None decides from the training data: clip when it has no
         negative values.
+    confirm_steps : int, default=3
+        Consecutive observations beyond the threshold after which the crossing
+        probability is 1, however far the smoothed forecast lags. Fewer than this (a
+        metric hovering at its threshold) leave the probability to the forecast.
 
     Attributes
     ----------
@@ -175,6 +179,7 @@ class DegradationForecaster(BaseEstimator):
         damped_trend: bool = True,
         min_history_steps: int = 48,
         nonnegative: bool | None = None,
+        confirm_steps: int = 3,
     ) -> None:
         self.threshold = threshold
         self.direction = direction
@@ -183,6 +188,7 @@ class DegradationForecaster(BaseEstimator):
         self.damped_trend = damped_trend
         self.min_history_steps = min_history_steps
         self.nonnegative = nonnegative
+        self.confirm_steps = confirm_steps
 
     def fit(self, y: pd.Series) -> DegradationForecaster:
         """Fit the smoothing model on a metric's history and store its end state.
@@ -264,7 +270,14 @@ class DegradationForecaster(BaseEstimator):
         logger.debug(
             "forecast %s: fitted %s on %d observations (alpha=%.3g, beta=%.3g, phi=%.3g, "
             "gamma=%.3g, sigma=%.3g)",
-            name, kind, n_observed, self.alpha_, self.beta_, self.phi_, self.gamma_, self.sigma_,
+            name,
+            kind,
+            n_observed,
+            self.alpha_,
+            self.beta_,
+            self.phi_,
+            self.gamma_,
+            self.sigma_,
         )
         return self
 
@@ -305,8 +318,9 @@ class DegradationForecaster(BaseEstimator):
         check_is_fitted(self, "level_")
         values, index = _validate_series(y, "y", regular=False)
         if len(index) == 0:
-            return pd.DataFrame({column: pd.Series(dtype=float) for column in PATH_COLUMNS},
-                                index=index)
+            return pd.DataFrame(
+                {column: pd.Series(dtype=float) for column in PATH_COLUMNS}, index=index
+            )
         positions = self._grid_positions(index, _series_name(y))
 
         grid_values = np.full(positions[-1] + 1, np.nan)
@@ -314,18 +328,24 @@ class DegradationForecaster(BaseEstimator):
         path = run_recursion(grid_values, self._params(), self._end_state(), self.horizon_steps)
 
         trend_sums = damped_trend_sums(self._params().phi, self.horizon_steps)
-        means = (path.levels[:, None] + trend_sums[None, :] * path.trends[:, None]
-                 + path.season_ahead)
+        means = (
+            path.levels[:, None] + trend_sums[None, :] * path.trends[:, None] + path.season_ahead
+        )
         if self.nonnegative_:
             means = np.maximum(means, 0.0)
         current = np.where(np.isfinite(grid_values), grid_values, path.predictions)
         if self.nonnegative_:
             current = np.maximum(current, 0.0)
 
+        # A metric observed beyond its threshold for confirm_steps consecutive steps has
+        # crossed, whatever the smoothed level says: the level lags a fast climb.
+        probability = self._crossing_probability(means)
+        probability[self._sustained_beyond(grid_values)] = 1.0
+
         frame = pd.DataFrame(
             {
                 "expected": means[:, -1],
-                "crossing_probability": self._crossing_probability(means),
+                "crossing_probability": probability,
                 "time_to_threshold_seconds": self._time_to_threshold(current, means),
             }
         )
@@ -352,14 +372,16 @@ class DegradationForecaster(BaseEstimator):
             )
         if not isinstance(self.damped_trend, bool | np.bool_):
             raise TypeError(f"damped_trend: expected True or False, got {self.damped_trend!r}")
+        if not _is_int(self.confirm_steps) or self.confirm_steps < 1:
+            raise ValueError(
+                f"confirm_steps: expected an integer >= 1, got {self.confirm_steps!r}"
+            )
         if not _is_int(self.min_history_steps) or self.min_history_steps < 1:
             raise ValueError(
                 f"min_history_steps: expected an integer >= 1, got {self.min_history_steps!r}"
             )
         if self.nonnegative is not None and not isinstance(self.nonnegative, bool | np.bool_):
-            raise TypeError(
-                f"nonnegative: expected None, True or False, got {self.nonnegative!r}"
-            )
+            raise TypeError(f"nonnegative: expected None, True or False, got {self.nonnegative!r}")
 
     def _trend_kind(self, n_points: int, name: str) -> tuple[str, int]:
         """Return the trend model kind and season length that the history supports."""
@@ -374,7 +396,10 @@ class DegradationForecaster(BaseEstimator):
             logger.info(
                 "forecast %s: %d points, fewer than the %d needed for seasonality of %d "
                 "steps; fitting without seasonality",
-                name, n_points, needed, m,
+                name,
+                n_points,
+                needed,
+                m,
             )
             return trend_kind, 0
         return f"{trend_kind}_seasonal", m
@@ -389,8 +414,7 @@ class DegradationForecaster(BaseEstimator):
         reason = None
         if n_observed < self.min_history_steps:
             reason = (
-                f"{n_observed} observations, fewer than min_history_steps="
-                f"{self.min_history_steps}"
+                f"{n_observed} observations, fewer than min_history_steps={self.min_history_steps}"
             )
         else:
             kind, m = self._trend_kind(len(filled), name)
@@ -406,11 +430,11 @@ class DegradationForecaster(BaseEstimator):
 
         logger.warning(
             "forecast %s: using simple exponential smoothing without trend because %s",
-            name, reason,
+            name,
+            reason,
         )
         warnings.warn(
-            f"forecast {name}: using simple exponential smoothing without trend because "
-            f"{reason}",
+            f"forecast {name}: using simple exponential smoothing without trend because {reason}",
             ForecastFallbackWarning,
             stacklevel=3,
         )
@@ -425,16 +449,26 @@ class DegradationForecaster(BaseEstimator):
         initial: SmoothingState,
     ) -> str | None:
         """Return why the fitted model's forecast is implausible, or None when it is not."""
-        numbers_used = [params.alpha, params.beta, params.phi, params.gamma,
-                        initial.level, initial.trend, *initial.season]
+        numbers_used = [
+            params.alpha,
+            params.beta,
+            params.phi,
+            params.gamma,
+            initial.level,
+            initial.trend,
+            *initial.season,
+        ]
         if not np.all(np.isfinite(numbers_used)):
             return f"non-finite parameters or initial state {numbers_used!r}"
 
         state = run_recursion(filled, params, initial).final_state
         m = len(state.season)
         seasonal = state.season[np.arange(self.horizon_steps) % m] if m else 0.0
-        means = (state.level + damped_trend_sums(params.phi, self.horizon_steps) * state.trend
-                 + seasonal)
+        means = (
+            state.level
+            + damped_trend_sums(params.phi, self.horizon_steps) * state.trend
+            + seasonal
+        )
         if not np.all(np.isfinite(means)):
             return "the forecast over the horizon is not finite"
 
@@ -487,6 +521,12 @@ class DegradationForecaster(BaseEstimator):
         distance = means - self.threshold if self.direction == "above" else self.threshold - means
         return ndtr(distance / scale[None, :]).max(axis=1)
 
+    def _sustained_beyond(self, observed: np.ndarray) -> np.ndarray:
+        """Flag steps whose last ``confirm_steps`` observations are all beyond the threshold."""
+        beyond = pd.Series(self._beyond(observed) & np.isfinite(observed), dtype="float64")
+        run = beyond.rolling(self.confirm_steps, min_periods=self.confirm_steps).sum()
+        return (run >= self.confirm_steps).to_numpy()
+
     def _time_to_threshold(self, current: np.ndarray, means: np.ndarray) -> np.ndarray:
         crossed = self._beyond(means)
         first_step = crossed.argmax(axis=1) + 1
@@ -529,7 +569,9 @@ def _fit_statsmodels(
     for message in sorted({str(warning.message) for warning in caught}):
         logger.warning(
             "forecast %s: statsmodels warned while fitting %s, using its parameters anyway: %s",
-            name, kind, message,
+            name,
+            kind,
+            message,
         )
 
     fitted = result.params
@@ -620,7 +662,9 @@ def _fit_window(values: np.ndarray, index: pd.DatetimeIndex, name: str) -> tuple
         start = int(observed_positions[last + 1])
         logger.info(
             "forecast %s: fitting on the data after a gap of %d steps that ends at %s",
-            name, int(gaps[last]), index[start],
+            name,
+            int(gaps[last]),
+            index[start],
         )
     stop = int(observed_positions[-1]) + 1
     if np.isfinite(values[start:stop]).sum() < MIN_FIT_OBSERVATIONS:

@@ -38,8 +38,12 @@ def seasonal_series() -> pd.Series:
     rng = np.random.default_rng(1)
     n = 24 * 20
     t = np.arange(n)
-    values = (50.0 + 10.0 * np.sin(2 * np.pi * t / 24) + np.cumsum(rng.normal(0.0, 0.5, n))
-              + rng.normal(0.0, 1.0, n))
+    values = (
+        50.0
+        + 10.0 * np.sin(2 * np.pi * t / 24)
+        + np.cumsum(rng.normal(0.0, 0.5, n))
+        + rng.normal(0.0, 1.0, n)
+    )
     return pd.Series(values, index=_grid(n, freq="1h"), name="requests_per_s")
 
 
@@ -85,8 +89,9 @@ def test_recursion_matches_statsmodels_fit(request, series_fixture, season_steps
     assert model.trend_ == pytest.approx(reference.trend[-1], rel=1e-6, abs=1e-9)
 
 
-@pytest.mark.parametrize(("series_fixture", "season_steps"), [("trending_series", None),
-                                                              ("seasonal_series", 24)])
+@pytest.mark.parametrize(
+    ("series_fixture", "season_steps"), [("trending_series", None), ("seasonal_series", 24)]
+)
 def test_missing_values_follow_statsmodels_forecast(request, series_fixture, season_steps):
     """With no new observations, the expected value is statsmodels' out-of-sample forecast."""
     y = request.getfixturevalue(series_fixture)
@@ -108,8 +113,11 @@ def test_missing_values_follow_statsmodels_forecast(request, series_fixture, sea
     if season_steps:
         whole_season = steps_ahead % season_steps == 0
         trend_sums = np.cumsum(model.phi_ ** np.arange(1, steps_ahead.max() + 1))
-        reference[whole_season] = (result.level[-1] + result.season[-1]
-                                   + trend_sums[steps_ahead[whole_season] - 1] * result.trend[-1])
+        reference[whole_season] = (
+            result.level[-1]
+            + result.season[-1]
+            + trend_sums[steps_ahead[whole_season] - 1] * result.trend[-1]
+        )
         assert whole_season.any()
     np.testing.assert_allclose(path["expected"].to_numpy(), reference, rtol=1e-6)
 
@@ -125,11 +133,22 @@ def test_variance_factors_match_simulation(seasonal_series):
     horizon, m = 20, 6
     y = seasonal_series.to_numpy()[:120]
     result = ExponentialSmoothing(
-        y, trend="add", damped_trend=True, seasonal="add", seasonal_periods=m,
-        initialization_method="known", initial_level=y[0], initial_trend=0.0,
+        y,
+        trend="add",
+        damped_trend=True,
+        seasonal="add",
+        seasonal_periods=m,
+        initialization_method="known",
+        initial_level=y[0],
+        initial_trend=0.0,
         initial_seasonal=np.zeros(m),
-    ).fit(smoothing_level=params.alpha, smoothing_trend=params.alpha * params.beta,
-          damping_trend=params.phi, smoothing_seasonal=params.gamma, optimized=False)
+    ).fit(
+        smoothing_level=params.alpha,
+        smoothing_trend=params.alpha * params.beta,
+        damping_trend=params.phi,
+        smoothing_seasonal=params.gamma,
+        optimized=False,
+    )
 
     paths = result.simulate(
         horizon, anchor="end", repetitions=20000, error="add", rng=np.random.default_rng(2)
@@ -147,8 +166,9 @@ def test_variance_factors_match_simulation(seasonal_series):
 def test_forecaster_variance_uses_fitted_params(seasonal_series):
     model = DegradationForecaster(threshold=1e6, horizon_steps=30, season_steps=24)
     model.fit(seasonal_series)
-    params = SmoothingParams(alpha=model.alpha_, beta=model.beta_, phi=model.phi_,
-                             gamma=model.gamma_)
+    params = SmoothingParams(
+        alpha=model.alpha_, beta=model.beta_, phi=model.phi_, gamma=model.gamma_
+    )
 
     np.testing.assert_allclose(model.variance_factors_, variance_factors(params, 24, 30))
     assert model.variance_factors_[0] == 1.0
@@ -184,15 +204,17 @@ def test_forecast_path_treats_absent_grid_points_as_missing(trending_series):
     pd.testing.assert_frame_equal(model.forecast_path(dropped), expected)
 
 
-@pytest.mark.parametrize(("slope", "direction", "threshold"),
-                         [(0.5, "above", 140.0), (-0.5, "below", -120.0)])
+@pytest.mark.parametrize(
+    ("slope", "direction", "threshold"), [(0.5, "above", 140.0), (-0.5, "below", -120.0)]
+)
 def test_time_to_threshold_on_linear_ramp(slope, direction, threshold):
     rng = np.random.default_rng(3)
     n, horizon = 300, 20
     clean = 10.0 + slope * np.arange(n)
     y = pd.Series(clean + rng.normal(0.0, 0.05, n), index=_grid(n, freq="1min"))
-    model = DegradationForecaster(threshold=threshold, direction=direction,
-                                  horizon_steps=horizon).fit(y.iloc[:200])
+    model = DegradationForecaster(
+        threshold=threshold, direction=direction, horizon_steps=horizon
+    ).fit(y.iloc[:200])
 
     path = model.forecast_path(y.iloc[200:])
     true_seconds = (threshold - clean[200:]) / slope * 60.0
@@ -212,18 +234,22 @@ def test_time_to_threshold_on_linear_ramp(slope, direction, threshold):
 def test_crossing_probability_rises_before_machine_failure(sample_data):
     """The NAB machine temperature climbs from 55 to over 100 degrees before a failure."""
     raw = pd.read_csv(sample_data / "nab/realKnownCause/machine_temperature_system_failure.csv")
-    series = pd.Series(raw["value"].to_numpy(dtype=float),
-                       index=pd.DatetimeIndex(pd.to_datetime(raw["timestamp"], utc=True)))
-    series = series.loc[pd.Timestamp("2013-12-08 20:00", tz="UTC"):
-                        pd.Timestamp("2013-12-11 08:00", tz="UTC")]
+    series = pd.Series(
+        raw["value"].to_numpy(dtype=float),
+        index=pd.DatetimeIndex(pd.to_datetime(raw["timestamp"], utc=True)),
+    )
+    series = series.loc[
+        pd.Timestamp("2013-12-08 20:00", tz="UTC") : pd.Timestamp("2013-12-11 08:00", tz="UTC")
+    ]
     train_end = pd.Timestamp("2013-12-10 20:00", tz="UTC")
-    train, replay = series.loc[:train_end], series.loc[train_end + pd.Timedelta("5min"):]
+    train, replay = series.loc[:train_end], series.loc[train_end + pd.Timedelta("5min") :]
     model = DegradationForecaster(threshold=100.0, horizon_steps=12).fit(train)
 
     probability = model.forecast_path(replay)["crossing_probability"]
     first_crossing = replay.index[np.argmax(replay.to_numpy() >= 100.0)]
-    before = probability.loc[first_crossing - pd.Timedelta("30min"):
-                             first_crossing - pd.Timedelta("5min")]
+    before = probability.loc[
+        first_crossing - pd.Timedelta("30min") : first_crossing - pd.Timedelta("5min")
+    ]
 
     assert train.max() < 90.0
     assert probability.iloc[:24].max() < 0.01
@@ -270,8 +296,10 @@ def test_implausible_trend_falls_back_to_simple(caplog):
     """A steep ramp at the very end extrapolates far beyond everything seen in training."""
     values = np.r_[np.random.default_rng(4).normal(10.0, 0.5, 77), [30.0, 60.0, 90.0]]
     y = pd.Series(values, index=_grid(80), name="queue_depth")
-    with caplog.at_level(logging.WARNING, logger="predictor.forecast.exponential"), \
-            pytest.warns(ForecastFallbackWarning, match="damped_trend fit is implausible"):
+    with (
+        caplog.at_level(logging.WARNING, logger="predictor.forecast.exponential"),
+        pytest.warns(ForecastFallbackWarning, match="damped_trend fit is implausible"),
+    ):
         model = DegradationForecaster(threshold=200.0).fit(y)
 
     assert model.model_ == "simple"
@@ -306,13 +334,16 @@ def test_pickle_round_trip_keeps_path(trending_series):
     model = DegradationForecaster(threshold=60.0).fit(trending_series.iloc[:300])
     restored = pickle.loads(pickle.dumps(model))
 
-    pd.testing.assert_frame_equal(restored.forecast_path(trending_series.iloc[300:]),
-                                  model.forecast_path(trending_series.iloc[300:]))
+    pd.testing.assert_frame_equal(
+        restored.forecast_path(trending_series.iloc[300:]),
+        model.forecast_path(trending_series.iloc[300:]),
+    )
 
 
 def test_clone_keeps_params_and_drops_fit(trending_series):
-    model = DegradationForecaster(threshold=60.0, direction="below", horizon_steps=6,
-                                  season_steps=12, min_history_steps=20).fit(trending_series)
+    model = DegradationForecaster(
+        threshold=60.0, direction="below", horizon_steps=6, season_steps=12, min_history_steps=20
+    ).fit(trending_series)
     copy = clone(model)
 
     assert copy.get_params() == model.get_params()
@@ -399,3 +430,32 @@ def test_forecast_path_rejects_times_outside_grid(trending_series):
     shifted.index = shifted.index + pd.Timedelta("1min")
     with pytest.raises(ValueError, match="expected times on the training grid of step"):
         model.forecast_path(shifted)
+
+
+def test_sustained_crossing_gives_probability_one():
+    index = pd.date_range("2024-01-01", periods=200, freq="1min", tz="UTC")
+    rng = np.random.default_rng(0)
+    history = pd.Series(70 + rng.normal(0, 0.5, 200), index=index)
+    forecaster = DegradationForecaster(threshold=87.0, horizon_steps=60).fit(history)
+    later = pd.date_range(index[-1] + pd.Timedelta(minutes=1), periods=30, freq="1min", tz="UTC")
+    climb = pd.Series(np.linspace(71, 99, 30), index=later)
+
+    path = forecaster.forecast_path(climb)
+    beyond = climb.to_numpy() > 87.0
+    first_beyond = int(np.argmax(beyond))
+
+    assert (path["crossing_probability"].iloc[first_beyond + 2 :] == 1.0).all()
+    assert (path["time_to_threshold_seconds"].iloc[first_beyond:] == 0.0).all()
+
+
+def test_single_point_beyond_threshold_not_confirmed():
+    index = pd.date_range("2024-01-01", periods=200, freq="1min", tz="UTC")
+    rng = np.random.default_rng(1)
+    history = pd.Series(70 + rng.normal(0, 0.5, 200), index=index)
+    forecaster = DegradationForecaster(threshold=87.0, horizon_steps=60).fit(history)
+    later = pd.date_range(index[-1] + pd.Timedelta(minutes=1), periods=10, freq="1min", tz="UTC")
+    values = np.full(10, 70.0)
+    values[[3, 4, 7]] = 95.0
+    path = forecaster.forecast_path(pd.Series(values, index=later))
+
+    assert (path["crossing_probability"] < 1.0).all()
