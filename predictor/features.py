@@ -123,7 +123,7 @@ def build_grid(
     ------
     ValueError
         If a required column is missing, the timestamps are naive or not datetimes,
-        ``rows`` holds more than one component, ``step_seconds`` is not positive or
+        ``rows`` contains more than one component, ``step_seconds`` is not positive or
         ``max_fill_steps`` is negative.
     TypeError
         If ``max_fill_steps`` is not an int.

@@ -199,8 +199,6 @@ def run_backtest(
     step_seconds: float = 60.0,
 ) -> dict[str, Any]:
     """Run a backtest, write ``summary.json`` and log one MLflow run with the results."""
-    from predictor.tracking import configure_mlflow
-
     started = time.perf_counter()
     out_dir.mkdir(parents=True, exist_ok=True)
     if data_format == "nab":
@@ -221,18 +219,19 @@ def run_backtest(
     summary["seconds"] = round(time.perf_counter() - started, 1)
     (out_dir / "summary.json").write_text(json.dumps(summary, indent=2), encoding="utf-8")
 
-    mlflow = _log_to_mlflow(settings, summary, out_dir, configure_mlflow)
+    run_id = _log_to_mlflow(settings, summary, out_dir)
     logger.info(
-        "backtest: %s done in %.1f s, MLflow run %s", data_format, summary["seconds"], mlflow
+        "backtest: %s done in %.1f s, MLflow run %s", data_format, summary["seconds"], run_id
     )
     return summary
 
 
-def _log_to_mlflow(settings: Settings, summary: dict[str, Any], out_dir: Path, configure) -> str:  # type: ignore[no-untyped-def]
-    from predictor.tracking import _import_mlflow
+def _log_to_mlflow(settings: Settings, summary: dict[str, Any], out_dir: Path) -> str:
+    """Log one MLflow run with the backtest's parameters, mean metrics and result files."""
+    from predictor.tracking import _import_mlflow, configure_mlflow
 
     mlflow = _import_mlflow()
-    experiment_id = configure(settings)
+    experiment_id = configure_mlflow(settings)
     with mlflow.start_run(
         experiment_id=experiment_id, run_name=f"backtest-{summary['format']}"
     ) as run:

@@ -338,7 +338,7 @@ class DegradationForecaster(BaseEstimator):
             current = np.maximum(current, 0.0)
 
         # A metric observed beyond its threshold for confirm_steps consecutive steps has
-        # crossed, whatever the smoothed level says: the level lags a fast climb.
+        # crossed even when the smoothed level has not, because the level lags a fast climb.
         probability = self._crossing_probability(means)
         probability[self._sustained_beyond(grid_values)] = 1.0
 
