@@ -146,10 +146,18 @@ def build_parser() -> argparse.ArgumentParser:
         help="row spacing of smd/asd data, for false alarms per day (default: 60)",
     )
     backtest.add_argument(
-        "--smoothing-steps",
+        "--window-steps",
         type=int,
-        default=1,
-        help="trailing mean of every score over this many rows (default: 1, none)",
+        default=None,
+        help="trailing feature window in rows (default: model.window_steps of the "
+        "configuration)",
+    )
+    backtest.add_argument(
+        "--smoothing-span",
+        type=int,
+        default=None,
+        help="span in rows of the weighted trailing mean of every detector's surprise "
+        "(default: model.smoothing_span of the configuration; 1 means none)",
     )
     return parser
 
@@ -286,18 +294,26 @@ def _cmd_backtest(args: argparse.Namespace) -> int:
     data_dir = Path(args.data)
     if not data_dir.is_dir():
         raise ConfigError(f"--data {args.data!r}: folder not found")
-    if args.smoothing_steps < 1:
-        raise ConfigError(
-            f"--smoothing-steps: expected an integer >= 1, got {args.smoothing_steps}"
-        )
+    window_steps = settings.model.window_steps
+    if args.window_steps is not None:
+        if args.window_steps < 2:
+            raise ConfigError(f"--window-steps: expected an integer >= 2, got {args.window_steps}")
+        window_steps = args.window_steps
+    smoothing_span = settings.model.smoothing_span
+    if args.smoothing_span is not None:
+        if args.smoothing_span < 1:
+            raise ConfigError(
+                f"--smoothing-span: expected an integer >= 1, got {args.smoothing_span}"
+            )
+        smoothing_span = args.smoothing_span
     config = BacktestConfig(
         members=settings.model.members,
-        window_steps=settings.model.window_steps,
+        window_steps=window_steps,
         n_estimators=settings.model.n_estimators,
         n_neighbors=settings.model.n_neighbors,
         max_train_rows=settings.model.max_train_rows,
         random_state=settings.model.random_state,
-        smoothing_steps=args.smoothing_steps,
+        smoothing_span=smoothing_span,
     )
     summary = run_backtest(
         settings, data_dir, args.data_format, Path(args.out), config, args.step_seconds

@@ -105,6 +105,7 @@ class ModelConfig:
     members: tuple[str, ...] = ("iforest", "ecod", "knn", "pca", "robust_z")
     step_seconds: float | None = None
     window_steps: int = 12
+    smoothing_span: int = 5
     season_minutes: float | None = None
     horizon_minutes: float = 60.0
     max_train_rows: int = 5000
@@ -294,6 +295,7 @@ def _validate_model(model: ModelConfig) -> None:
         raise ConfigError("model.members: expected at least one detector, got []")
     positive = {
         "window_steps": model.window_steps,
+        "smoothing_span": model.smoothing_span,
         "horizon_minutes": model.horizon_minutes,
         "max_train_rows": model.max_train_rows,
         "n_estimators": model.n_estimators,

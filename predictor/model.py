@@ -45,6 +45,9 @@ class ComponentModel:
         A fitted forecaster per metric that has a threshold.
     train_rows : int
         Grid points used for training.
+    smoothing_span : int
+        Span, in grid steps, of the weighted trailing mean of the ensemble's surprise
+        before it becomes the anomaly score; 1 means none.
     """
 
     component: str
@@ -59,6 +62,7 @@ class ComponentModel:
     ensemble: AnomalyEnsemble
     forecasters: dict[str, DegradationForecaster] = field(default_factory=dict)
     train_rows: int = 0
+    smoothing_span: int = 1
 
     @property
     def step(self) -> pd.Timedelta:

@@ -30,4 +30,4 @@ def progress(items: Iterable[T], *, desc: str, unit: str = "item") -> Iterator[T
     for index, item in enumerate(sequence, start=1):
         yield item
         if index % report_every == 0 or index == total:
-            logger.info("%s: %d of %d %ss done", desc, index, total, unit)
+            logger.info("%s: %d of %d done (%s)", desc, index, total, unit)

@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 
 from predictor.config import Settings
+from predictor.detect.scale import smooth_surprise, smoothing_memory_rows, surprise_to_score
 from predictor.features import build_grid, make_features
 from predictor.hooks import HookEvent
 from predictor.model import ComponentModel
@@ -96,6 +97,20 @@ def _forecast_columns(
     return probability, time_to_threshold, drivers
 
 
+def _smoothed_anomaly(
+    model: ComponentModel,
+    features: pd.DataFrame,
+    times: pd.DatetimeIndex,
+    smoothing_rows: int,
+) -> np.ndarray:
+    """Return the smoothed anomaly score at ``times`` from the surprise of the grid."""
+    start = times[0] - model.step * smoothing_rows
+    window = features.loc[(features.index >= start) & (features.index <= times[-1])]
+    surprise = model.ensemble.fused_surprise(window)
+    smoothed = pd.Series(smooth_surprise(surprise, model.smoothing_span), index=window.index)
+    return surprise_to_score(smoothed.loc[times].to_numpy())
+
+
 def score_component(
     model: ComponentModel,
     telemetry: TelemetryStore,
@@ -129,7 +144,10 @@ def score_component(
 
     # Features need a trailing window before the first new point; forecasts run
     # forward from the end of training.
-    feature_lookback = step * (model.window_steps + (model.season_steps or 0) + 2)
+    # The smoothed score of the first new point also reads the surprise of the points
+    # before it.
+    smoothing_rows = smoothing_memory_rows(model.smoothing_span)
+    feature_lookback = step * (model.window_steps + (model.season_steps or 0) + 2 + smoothing_rows)
     anchor = model.train_end if model.forecasters else first
     rows = telemetry.read(components=[model.component], start=anchor - feature_lookback, end=until)
     grid = build_grid(rows, model.step_seconds, start=anchor - feature_lookback, end=until)
@@ -148,8 +166,9 @@ def score_component(
         return ComponentScores(records=pd.DataFrame(), events=[])
 
     features = make_features(grid, model.window_steps, model.season_steps)
-    X = features.reindex(columns=model.feature_columns).loc[times]
-    anomaly = model.ensemble.score_samples(X)
+    features = features.reindex(columns=model.feature_columns)
+    X = features.loc[times]
+    anomaly = _smoothed_anomaly(model, features, times, smoothing_rows)
     anomaly_drivers = model.ensemble.explain(X)
     probability, time_to_threshold, forecast_drivers = _forecast_columns(model, grid, times)
     risk = fuse_risk(anomaly, probability)

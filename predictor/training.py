@@ -116,6 +116,7 @@ def fit_component(
         ensemble=ensemble,
         forecasters=forecasters,
         train_rows=len(grid),
+        smoothing_span=model_config.smoothing_span,
     )
 
 
@@ -190,6 +191,7 @@ def _model_params(settings: Settings) -> dict[str, object]:
         "members": ",".join(model.members),
         "step_seconds": model.step_seconds,
         "window_steps": model.window_steps,
+        "smoothing_span": model.smoothing_span,
         "season_minutes": model.season_minutes,
         "horizon_minutes": model.horizon_minutes,
         "max_train_rows": model.max_train_rows,

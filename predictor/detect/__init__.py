@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from predictor.detect._members import MEMBER_NAMES
 from predictor.detect.ensemble import DEFAULT_MEMBERS, AnomalyEnsemble
+from predictor.detect.scale import smooth_surprise, surprise_to_score
 from predictor.detect.statistical import RobustZScore
 from predictor.exceptions import DegenerateMemberWarning
 
@@ -16,4 +17,6 @@ __all__ = [
     "AnomalyEnsemble",
     "DegenerateMemberWarning",
     "RobustZScore",
+    "smooth_surprise",
+    "surprise_to_score",
 ]

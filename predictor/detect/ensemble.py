@@ -23,6 +23,7 @@ from predictor.detect.base import (
     robust_center_scale,
     scale_floor,
 )
+from predictor.detect.scale import surprise_to_score
 from predictor.detect.statistical import RobustZScore
 from predictor.exceptions import DegenerateMemberWarning
 from predictor.features import feature_metric
@@ -30,8 +31,6 @@ from predictor.features import feature_metric
 logger = logging.getLogger(__name__)
 
 DEFAULT_MEMBERS = ("iforest", "ecod", "knn", "pca", "robust_z")
-# Fused surprise (-log10 p) that maps to score 1: p = 1e-4, so p = 1e-2 scores 0.5.
-SURPRISE_AT_FULL_SCORE = 4.0
 # Floors of each column's training spread: absolute in the units of X, and relative to
 # the level of the column's metric; see scale_floor.
 MIN_SCALE = 1e-3
@@ -110,9 +109,10 @@ class AnomalyEnsemble(DetectorTagsMixin, BaseEstimator):
     ``-log10 p``. The fused surprise of a row is the mean surprise over the members whose
     score is finite for that row; it goes through the same tail mapping fitted on the
     fused training surprises, giving ``p_fused``, and
-    ``score = min(1, -log10(p_fused) / 4)``. So ``p_fused = 1e-2`` scores 0.5,
-    ``1e-3`` scores 0.75 and ``1e-4`` or less scores 1. The score is NaN only for a row
-    on which no member returned a finite score.
+    ``score = 1 - 2 ** (log10(p_fused) / 2)``. So ``p_fused = 1e-2`` scores 0.5,
+    ``1e-4`` scores 0.75 and ``1e-6`` scores 0.875; rows beyond the training range keep
+    their order instead of tying at 1. The score is NaN only for a row on which no member
+    returned a finite score.
 
     Inputs. NaN cells are allowed: PyOD members see each column scaled by the training
     median and IQR and NaN replaced by the training median, and the robust z-score treats
@@ -245,15 +245,32 @@ class AnomalyEnsemble(DetectorTagsMixin, BaseEstimator):
         Returns
         -------
         ndarray of shape (n_samples,)
-            ``min(1, -log10(p_fused) / 4)`` (see Notes of the class). NaN only where no
-            member returned a finite score.
+            :meth:`fused_surprise` mapped by
+            :func:`~predictor.detect.scale.surprise_to_score`. NaN only where no member
+            returned a finite score.
+        """
+        return surprise_to_score(self.fused_surprise(X))
+
+    def fused_surprise(self, X) -> np.ndarray:  # type: ignore[no-untyped-def]
+        """Return ``-log10 p_fused`` of each row, unbounded; higher means more anomalous.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features_in_)
+            Rows to score, NaN allowed.
+
+        Returns
+        -------
+        ndarray of shape (n_samples,)
+            The surprise of the mean member surprise under its training distribution (see
+            Notes of the class). NaN only where no member returned a finite score.
         """
         surprise = self._surprise_matrix(self._validate(X))
         fused = _nanmean_rows(surprise)
         n_unscored = int(np.isnan(fused).sum())
         if n_unscored:
             logger.warning("ensemble: no member returned a finite score on %d rows", n_unscored)
-        return np.minimum(1.0, self.fused_tail_.surprise(fused) / SURPRISE_AT_FULL_SCORE)
+        return self.fused_tail_.surprise(fused)
 
     def member_surprise(self, X) -> pd.DataFrame:  # type: ignore[no-untyped-def]
         """Return each kept member's surprise ``-log10 p`` per row; higher is more anomalous.

@@ -16,7 +16,7 @@ from sklearn.base import BaseEstimator
 
 from predictor.detect import AnomalyEnsemble
 from predictor.detect._tail import TailProbability
-from predictor.detect.ensemble import SURPRISE_AT_FULL_SCORE
+from predictor.detect.scale import smooth_surprise, surprise_to_score
 from predictor.evaluate.baselines import L2NormDetector, PCAReconstructionDetector
 from predictor.features import make_features
 
@@ -41,8 +41,9 @@ class BacktestConfig:
         Trailing feature window, in rows.
     n_estimators, n_neighbors, max_train_rows, random_state
         Passed to :class:`~predictor.detect.AnomalyEnsemble`.
-    smoothing_steps : int
-        Length of the trailing mean applied to every detector's score; 1 means none.
+    smoothing_span : int
+        Span of the exponentially weighted trailing mean applied to every detector's
+        surprise before it is mapped to [0, 1]; 1 means none.
     """
 
     members: tuple[str, ...] = ("iforest", "ecod", "knn", "pca", "robust_z")
@@ -51,7 +52,7 @@ class BacktestConfig:
     n_neighbors: int = 10
     max_train_rows: int = 5000
     random_state: int = 0
-    smoothing_steps: int = 1
+    smoothing_span: int = 5
 
     def detector_names(self) -> list[str]:
         """Return the ensemble, each member and the baselines, in output order."""
@@ -66,25 +67,14 @@ class SeriesScores:
     train: dict[str, np.ndarray] = field(default_factory=dict)
 
 
-def _smooth(scores: np.ndarray, steps: int) -> np.ndarray:
-    """Return the trailing mean over ``steps`` rows (causal); NaN cells are skipped."""
-    if steps <= 1:
-        return scores
-    return pd.Series(scores).rolling(steps, min_periods=1).mean().to_numpy()
-
-
-def _baseline_scores(
+def _baseline_surprise(
     detector: BaseEstimator, train: pd.DataFrame, test: pd.DataFrame
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Fit a baseline on raw training metrics; map its scores to [0, 1] like the ensemble."""
+    """Fit a baseline on raw training metrics; return the surprise of its scores."""
     detector.fit(train.to_numpy())
     train_raw = detector.score_samples(train.to_numpy())
     tail = TailProbability(BASELINE_TAIL_FRACTION, min_scale=1e-12).fit(train_raw)
-
-    def to_unit(raw: np.ndarray) -> np.ndarray:
-        return np.minimum(1.0, tail.surprise(raw) / SURPRISE_AT_FULL_SCORE)
-
-    return to_unit(train_raw), to_unit(detector.score_samples(test.to_numpy()))
+    return tail.surprise(train_raw), tail.surprise(detector.score_samples(test.to_numpy()))
 
 
 def score_series(train: pd.DataFrame, test: pd.DataFrame, config: BacktestConfig) -> SeriesScores:
@@ -101,11 +91,11 @@ def score_series(train: pd.DataFrame, test: pd.DataFrame, config: BacktestConfig
     -------
     SeriesScores
         For each detector, scores in [0, 1] of the training rows (in-sample) and of the
-        test rows. Higher means more anomalous.
+        test rows. Higher means more anomalous. Every detector's surprise goes through the
+        same smoothing and the same map to [0, 1] as the ensemble's.
     """
     features = make_features(pd.concat([train, test], ignore_index=True), config.window_steps)
-    train_features = features.iloc[: len(train)]
-    test_features = features.iloc[len(train) :]
+    n_train = len(train)
 
     ensemble = AnomalyEnsemble(
         members=config.members,
@@ -113,34 +103,85 @@ def score_series(train: pd.DataFrame, test: pd.DataFrame, config: BacktestConfig
         n_neighbors=config.n_neighbors,
         max_train_rows=config.max_train_rows,
         random_state=config.random_state,
-    ).fit(train_features)
+    ).fit(features.iloc[:n_train])
 
-    result = SeriesScores()
-    result.train[ENSEMBLE] = ensemble.score_samples(train_features)
-    result.test[ENSEMBLE] = ensemble.score_samples(test_features)
-    train_surprise = ensemble.member_surprise(train_features)
-    test_surprise = ensemble.member_surprise(test_features)
+    # Surprise of every row, training then test, so the smoothing of the first test
+    # rows reads the last training rows, as it would in production.
+    surprise: dict[str, np.ndarray] = {ENSEMBLE: ensemble.fused_surprise(features)}
+    members = ensemble.member_surprise(features)
     for member in config.members:
-        if member not in test_surprise.columns:
-            # A member dropped as degenerate in training scores every row as normal.
-            result.train[member] = np.zeros(len(train))
-            result.test[member] = np.zeros(len(test))
-            continue
-        result.train[member] = np.minimum(
-            1.0, train_surprise[member].to_numpy() / SURPRISE_AT_FULL_SCORE
+        # A member dropped as degenerate in training scores every row as normal.
+        surprise[member] = (
+            members[member].to_numpy() if member in members.columns else np.zeros(len(features))
         )
-        result.test[member] = np.minimum(
-            1.0, test_surprise[member].to_numpy() / SURPRISE_AT_FULL_SCORE
-        )
-
     baselines = {"pca_reconstruction": PCAReconstructionDetector(), "l2_norm": L2NormDetector()}
     for name, detector in baselines.items():
-        result.train[name], result.test[name] = _baseline_scores(detector, train, test)
+        train_surprise, test_surprise = _baseline_surprise(detector, train, test)
+        surprise[name] = np.concatenate([train_surprise, test_surprise])
 
-    for scores in (result.train, result.test):
-        for name in scores:
-            scores[name] = np.nan_to_num(_smooth(scores[name], config.smoothing_steps), nan=0.0)
+    result = SeriesScores()
+    for name, values in surprise.items():
+        scores = np.nan_to_num(
+            surprise_to_score(smooth_surprise(values, config.smoothing_span)), nan=0.0
+        )
+        result.train[name] = scores[:n_train]
+        result.test[name] = scores[n_train:]
     return result
+
+
+def score_series_refitted(
+    series: pd.DataFrame,
+    n_train: int,
+    config: BacktestConfig,
+    refit_every: int,
+    history_rows: int,
+) -> dict[str, np.ndarray]:
+    """Score ``series`` from row ``n_train`` on, refitting every ``refit_every`` rows.
+
+    Each block of ``refit_every`` rows is scored by detectors fitted on the
+    ``history_rows`` rows before the block, so every fit reads past rows only and the
+    detectors follow a series whose normal level drifts.
+
+    Returns
+    -------
+    dict of str to ndarray
+        For each detector, the scores of rows ``n_train`` to the end.
+    """
+    if refit_every < 1 or history_rows < 2:
+        raise ValueError(
+            f"refit_every and history_rows: expected >= 1 and >= 2, got {refit_every!r} "
+            f"and {history_rows!r}"
+        )
+    blocks: dict[str, list[np.ndarray]] = {}
+    for start in range(n_train, len(series), refit_every):
+        end = min(start + refit_every, len(series))
+        history = series.iloc[max(0, start - history_rows) : start]
+        scores = score_series(history, series.iloc[start:end], config)
+        for name, values in scores.test.items():
+            blocks.setdefault(name, []).append(values)
+    return {name: np.concatenate(parts) for name, parts in blocks.items()}
+
+
+def hold_back_repeats(scores: np.ndarray, threshold: float, hold_rows: int) -> np.ndarray:
+    """Zero the scores of the ``hold_rows`` rows after each score at or above ``threshold``.
+
+    A detection opens an alert; the rows right after it belong to the same event, and
+    scoring them again would raise the same alert many times. Rows below the threshold
+    outside a hold keep their score.
+
+    Examples
+    --------
+    >>> hold_back_repeats(np.array([0.1, 0.9, 0.8, 0.2, 0.7]), 0.5, 2).tolist()
+    [0.1, 0.9, 0.0, 0.0, 0.7]
+    """
+    held = np.array(scores, dtype="float64", copy=True)
+    hold_until = -1
+    for row, score in enumerate(held):
+        if row <= hold_until:
+            held[row] = 0.0
+        elif score >= threshold:
+            hold_until = row + hold_rows
+    return held
 
 
 def summarize_detectors(

@@ -17,7 +17,14 @@ import pandas as pd
 
 from predictor.config import Settings
 from predictor.evaluate import metrics
-from predictor.evaluate.backtest import ENSEMBLE, BacktestConfig, score_series, summarize_detectors
+from predictor.evaluate.backtest import (
+    ENSEMBLE,
+    BacktestConfig,
+    hold_back_repeats,
+    score_series,
+    score_series_refitted,
+    summarize_detectors,
+)
 from predictor.evaluate.nab import PROFILES, load_windows, probation_length, score_corpus
 from predictor.exceptions import InputError
 from predictor.progress import progress
@@ -29,13 +36,22 @@ logger = logging.getLogger(__name__)
 LABEL_FREE_THRESHOLD = 0.7
 # Rows before a labeled event in which a flag counts as an early warning, not a false alarm.
 EARLY_ROWS = 60
+# NAB streams run for weeks after their probationary rows and their normal level drifts:
+# detectors are refitted every probation length of rows on at most this many past rows.
+NAB_HISTORY_ROWS = 3000
+# After a NAB detection at or above this score (tail probability 1e-2), the next half
+# probation length of rows is held back as the same event.
+NAB_HOLD_THRESHOLD = 0.5
+NAB_HOLD_FRACTION = 0.5
 
 
 def backtest_nab(data_dir: Path, out_dir: Path, config: BacktestConfig) -> dict[str, Any]:
     """Backtest every NAB file under ``data_dir/data`` and score it with the NAB rules.
 
     Each file is fitted on its probationary rows (the first 15 %, at most 750) and
-    scored forward; probationary rows get score 0 because NAB does not score them.
+    scored forward, refitted every probation length of rows on past rows only;
+    probationary rows get score 0 because NAB does not score them. After a detection,
+    repeated detections of the same event are held back (:func:`hold_back_repeats`).
 
     Returns
     -------
@@ -55,9 +71,11 @@ def backtest_nab(data_dir: Path, out_dir: Path, config: BacktestConfig) -> dict[
         frame = pd.read_csv(path)
         values = frame[["value"]].astype("float64").reset_index(drop=True)
         n_train = probation_length(len(frame))
-        scores = score_series(values.iloc[:n_train], values.iloc[n_train:], config)
-        for name, test_scores in scores.test.items():
-            full = np.concatenate([np.zeros(n_train), test_scores])
+        scores = score_series_refitted(values, n_train, config, n_train, NAB_HISTORY_ROWS)
+        hold_rows = int(NAB_HOLD_FRACTION * n_train)
+        for name, test_scores in scores.items():
+            held = hold_back_repeats(test_scores, NAB_HOLD_THRESHOLD, hold_rows)
+            full = np.concatenate([np.zeros(n_train), held])
             results[name][key] = pd.DataFrame(
                 {"timestamp": frame["timestamp"], "anomaly_score": np.clip(full, 0.0, 1.0)}
             )
