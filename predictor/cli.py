@@ -12,11 +12,15 @@ import logging
 import os
 import sys
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import pandas as pd
 
 from predictor import __version__
 from predictor.exceptions import ConfigError, PredictorUserError
+
+if TYPE_CHECKING:
+    from predictor.evaluate.long_layout import TrainSplit
 
 logger = logging.getLogger("predictor.cli")
 
@@ -42,6 +46,16 @@ def _positive_float(value: str) -> float:
         raise argparse.ArgumentTypeError(f"invalid number {value!r}") from None
     if number <= 0:
         raise argparse.ArgumentTypeError(f"expected a positive number, got {value!r}")
+    return number
+
+
+def _fraction(value: str) -> float:
+    try:
+        number = float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid number {value!r}") from None
+    if not 0.0 < number < 1.0:
+        raise argparse.ArgumentTypeError(f"expected a number between 0 and 1, got {value!r}")
     return number
 
 
@@ -130,27 +144,43 @@ def build_parser() -> argparse.ArgumentParser:
     backtest = commands.add_parser(
         "backtest", help="fit on the past part of labeled data, score forward, measure"
     )
-    backtest.add_argument("--data", required=True, help="data set folder (NAB or SMD/ASD layout)")
+    backtest.add_argument(
+        "--data", required=True, help="data set folder in the layout given by --format"
+    )
     backtest.add_argument(
         "--format",
         required=True,
-        choices=("nab", "smd", "asd"),
+        choices=("nab", "smd", "asd", "long"),
         dest="data_format",
-        help="layout of --data: nab (data/, labels/) or smd/asd (train/, test/, test_label/)",
+        help="layout of --data: nab (data/, labels/), smd/asd (train/, test/, test_label/) "
+        "or long (telemetry.csv or telemetry.parquet with the columns "
+        "timestamp,component,metric,value, and labels.csv with the columns "
+        "component,start,end: inclusive failure windows in UTC, start == end for an instant)",
     )
     backtest.add_argument("--out", required=True, help="folder for result files and summary.json")
     backtest.add_argument(
         "--step-seconds",
         type=_positive_float,
-        default=60.0,
-        help="row spacing of smd/asd data, for false alarms per day (default: 60)",
+        help="row spacing in seconds: of smd/asd data, for false alarms per day (default: 60); "
+        "the grid step of long data (default: the median spacing of each component)",
+    )
+    backtest.add_argument(
+        "--train-fraction",
+        type=_fraction,
+        help="long only: share of each component's timeline, from its start, that trains "
+        "the detectors (default: 0.5)",
+    )
+    backtest.add_argument(
+        "--train-until",
+        type=_timestamp,
+        help="long only: train on every component's grid points before this UTC time "
+        "instead of a fraction",
     )
     backtest.add_argument(
         "--window-steps",
         type=int,
         default=None,
-        help="trailing feature window in rows (default: model.window_steps of the "
-        "configuration)",
+        help="trailing feature window in rows (default: model.window_steps of the configuration)",
     )
     backtest.add_argument(
         "--smoothing-span",
@@ -306,6 +336,7 @@ def _cmd_backtest(args: argparse.Namespace) -> int:
                 f"--smoothing-span: expected an integer >= 1, got {args.smoothing_span}"
             )
         smoothing_span = args.smoothing_span
+    split = _train_split(args)
     config = BacktestConfig(
         members=settings.model.members,
         window_steps=window_steps,
@@ -316,7 +347,7 @@ def _cmd_backtest(args: argparse.Namespace) -> int:
         smoothing_span=smoothing_span,
     )
     summary = run_backtest(
-        settings, data_dir, args.data_format, Path(args.out), config, args.step_seconds
+        settings, data_dir, args.data_format, Path(args.out), config, args.step_seconds, split
     )
     print(json.dumps({key: summary[key] for key in ("comparison", "seconds")}, indent=2))
     if "mean" in summary:
@@ -330,6 +361,26 @@ def _cmd_backtest(args: argparse.Namespace) -> int:
         print(format_table(("detector", "standard", "reward_low_FP", "reward_low_FN"), rows))
     print(f"results and summary.json in {args.out}")
     return 0
+
+
+def _train_split(args: argparse.Namespace) -> TrainSplit | None:
+    """Return the long format's train split from the options, or None for other formats."""
+    from predictor.evaluate.long_layout import DEFAULT_TRAIN_FRACTION, TrainSplit
+
+    if args.data_format != "long":
+        for option, value in (
+            ("--train-fraction", args.train_fraction),
+            ("--train-until", args.train_until),
+        ):
+            if value is not None:
+                raise ConfigError(f"{option} applies to --format long only")
+        return None
+    if args.train_fraction is not None and args.train_until is not None:
+        raise ConfigError("give either --train-fraction or --train-until, not both")
+    if args.train_until is not None:
+        return TrainSplit(until=args.train_until)
+    fraction = args.train_fraction if args.train_fraction is not None else DEFAULT_TRAIN_FRACTION
+    return TrainSplit(fraction=fraction)
 
 
 SUMMARY_KEYS = (

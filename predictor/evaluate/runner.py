@@ -25,9 +25,17 @@ from predictor.evaluate.backtest import (
     score_series_refitted,
     summarize_detectors,
 )
+from predictor.evaluate.long_layout import (
+    TrainSplit,
+    locate_files,
+    read_failure_windows,
+    read_telemetry,
+    split_component,
+)
 from predictor.evaluate.nab import PROFILES, load_windows, probation_length, score_corpus
-from predictor.exceptions import InputError
+from predictor.exceptions import ConfigError, InputError
 from predictor.progress import progress
+from predictor.telemetry.schema import COMPONENT, NAME_PATTERN, is_valid_name
 
 logger = logging.getLogger(__name__)
 
@@ -43,6 +51,9 @@ NAB_HISTORY_ROWS = 3000
 # probation length of rows is held back as the same event.
 NAB_HOLD_THRESHOLD = 0.5
 NAB_HOLD_FRACTION = 0.5
+# Row spacing of SMD, which carries no clock time: one row a minute.
+DEFAULT_MATRIX_STEP_SECONDS = 60.0
+FORMATS = ("nab", "smd", "asd", "matrix", "long")
 
 
 def backtest_nab(data_dir: Path, out_dir: Path, config: BacktestConfig) -> dict[str, Any]:
@@ -185,6 +196,145 @@ def backtest_matrix(
     }
 
 
+def backtest_long(
+    data_dir: Path,
+    out_dir: Path,
+    config: BacktestConfig,
+    settings: Settings,
+    step_seconds: float | None = None,
+    split: TrainSplit | None = None,
+) -> dict[str, Any]:
+    """Backtest every component of a data set in the long telemetry layout.
+
+    :mod:`~predictor.evaluate.long_layout` describes the files. Each component's grid is
+    split in time by ``split``; the detectors fit on the first part and score the rest in
+    time order. Writes ``<out>/<component>.csv`` with ``timestamp,anomaly_score`` for the
+    ensemble and ``<out>/<detector>/<component>.csv`` for every other detector, one row
+    per scored grid point.
+
+    Parameters
+    ----------
+    data_dir : Path
+        Folder with ``telemetry.csv`` or ``telemetry.parquet`` and ``labels.csv``.
+    out_dir : Path
+    config : BacktestConfig
+    settings : Settings
+        Only the validation rules are used; declared components are not required.
+    step_seconds : float or None, default=None
+        Grid spacing of every component; None infers it per component.
+    split : TrainSplit or None, default=None
+        Where training ends; None means the first half of each component's grid.
+
+    Returns
+    -------
+    dict
+        The SMD/ASD summary (``entities``, ``mean``, ``per_entity``) over the components
+        with a labeled failure in their scored part, plus ``components`` (grid and split
+        of every component) and ``split``.
+
+    Raises
+    ------
+    InputError
+        If a file is missing or malformed (see :func:`read_telemetry`,
+        :func:`read_failure_windows`), a component cannot be split, or no component has
+        a labeled failure in its scored part.
+    """
+    split = split if split is not None else TrainSplit()
+    telemetry_path, labels_path = locate_files(data_dir)
+    rows = read_telemetry(telemetry_path, settings)
+    by_component = dict(tuple(rows.groupby(COMPONENT, sort=True)))
+    windows = read_failure_windows(labels_path, by_component)
+
+    per_entity: dict[str, dict[str, dict[str, float]]] = {}
+    components: dict[str, dict[str, Any]] = {}
+    for component in progress(by_component, desc="backtest long", unit="component"):
+        data = split_component(
+            component, by_component[component], windows, split, step_seconds, labels_path
+        )
+        scores = score_series(data.train, data.test, config)
+        timestamps = [timestamp.isoformat() for timestamp in data.test.index]
+        for name, test_scores in scores.test.items():
+            folder = out_dir if name == ENSEMBLE else out_dir / name
+            target = _component_file(folder, component)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            pd.DataFrame({"timestamp": timestamps, "anomaly_score": test_scores}).to_csv(
+                target, index=False
+            )
+        components[component] = {
+            "step_seconds": data.step_seconds,
+            "train_points": len(data.train),
+            "test_points": len(data.test),
+            "test_start": timestamps[0],
+            "failures_in_train": data.failures_in_train,
+            "failures_in_test": data.failures_in_test,
+        }
+        if not data.labels.any():
+            logger.warning(
+                "backtest: component %s has no labeled failure in its %d scored points; "
+                "scores written, no metrics",
+                component,
+                len(data.test),
+            )
+            continue
+        rows_per_day = 86400.0 / data.step_seconds
+        per_entity[component] = {
+            name: _entity_metrics(data.labels, test_scores, scores.train[name], rows_per_day)
+            for name, test_scores in scores.test.items()
+        }
+        logger.info(
+            "backtest: %s scored %d grid points with %d failures, ensemble best F1 %.3f, "
+            "AUC-PR %.3f",
+            component,
+            len(data.test),
+            data.failures_in_test,
+            per_entity[component][ENSEMBLE]["best_f1"],
+            per_entity[component][ENSEMBLE]["auc_pr"],
+        )
+
+    if not per_entity:
+        raise InputError(
+            f"no labeled failure lies in the scored part of any of the {len(components)} "
+            "components, so no metric can be computed; label failures after the training "
+            "part or move --train-fraction or --train-until earlier",
+            path=str(labels_path),
+        )
+    summary = _metrics_summary(per_entity)
+    summary["components"] = components
+    summary["split"] = split.describe()
+    return summary
+
+
+def _component_file(folder: Path, component: str) -> Path:
+    """Return ``<folder>/<component>.csv``, raising for a name that is not a safe file name."""
+    # The validation already rejects such names; this guard keeps every result file
+    # inside `folder` even for rows that bypass it.
+    if not is_valid_name(component):
+        raise InputError(
+            f"component name {component!r} cannot be a file name; expected names matching "
+            f"{NAME_PATTERN.pattern}"
+        )
+    return folder / f"{component}.csv"
+
+
+def _metrics_summary(per_entity: dict[str, dict[str, dict[str, float]]]) -> dict[str, Any]:
+    """Return the mean and per-entity metrics in the JSON shape of the SMD/ASD summary."""
+    means = summarize_detectors(per_entity)
+    return {
+        "entities": len(per_entity),
+        "mean": {
+            name: {key: _json_number(value) for key, value in row.items()}
+            for name, row in means.iterrows()
+        },
+        "per_entity": {
+            entity: {
+                name: {key: _json_number(value) for key, value in values.items()}
+                for name, values in by_detector.items()
+            }
+            for entity, by_detector in per_entity.items()
+        },
+    }
+
+
 def _json_number(value: float) -> float | None:
     return round(float(value), 4) if np.isfinite(value) else None
 
@@ -214,10 +364,20 @@ def run_backtest(
     data_format: str,
     out_dir: Path,
     config: BacktestConfig,
-    step_seconds: float = 60.0,
+    step_seconds: float | None = None,
+    split: TrainSplit | None = None,
 ) -> dict[str, Any]:
-    """Run a backtest, write ``summary.json`` and log one MLflow run with the results."""
+    """Run a backtest, write ``summary.json`` and log one MLflow run with the results.
+
+    ``data_format`` is one of :data:`FORMATS`. ``step_seconds`` is the row spacing of
+    SMD/ASD data (None means 60 s) or the grid step of the long layout (None infers it
+    per component). ``split`` applies to the long layout only.
+    """
     started = time.perf_counter()
+    if split is not None and data_format != "long":
+        raise ConfigError(
+            f"a train split applies to the long format only, got format {data_format!r}"
+        )
     out_dir.mkdir(parents=True, exist_ok=True)
     if data_format == "nab":
         summary = backtest_nab(data_dir, out_dir, config)
@@ -226,10 +386,16 @@ def run_backtest(
             "standard",
         )
     elif data_format in ("smd", "asd", "matrix"):
-        summary = backtest_matrix(data_dir, out_dir, config, step_seconds)
+        matrix_step = DEFAULT_MATRIX_STEP_SECONDS if step_seconds is None else step_seconds
+        summary = backtest_matrix(data_dir, out_dir, config, matrix_step)
+        comparison = ensemble_comparison(summary, "auc_pr")
+    elif data_format == "long":
+        summary = backtest_long(data_dir, out_dir, config, settings, step_seconds, split)
         comparison = ensemble_comparison(summary, "auc_pr")
     else:
-        raise InputError(f"unknown backtest format {data_format!r}; expected 'nab' or 'smd'")
+        raise ConfigError(
+            f"unknown backtest format {data_format!r}; expected one of {list(FORMATS)}"
+        )
     summary["comparison"] = comparison
     summary["config"] = config.__dict__ | {"members": list(config.members)}
     summary["format"] = data_format
@@ -255,6 +421,8 @@ def _log_to_mlflow(settings: Settings, summary: dict[str, Any], out_dir: Path) -
     ) as run:
         mlflow.set_tags({"predictor.stage": "backtest", "predictor.data": summary["data"]})
         mlflow.log_params({key: str(value) for key, value in summary["config"].items()})
+        if "split" in summary:
+            mlflow.log_params({key: str(value) for key, value in summary["split"].items()})
         if "mean" in summary:
             for detector, row in summary["mean"].items():
                 mlflow.log_metrics(
