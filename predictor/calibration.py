@@ -84,7 +84,7 @@ def _check_labels(labels: ArrayLike, name: str) -> np.ndarray:
     if array.ndim != 1:
         raise ValueError(f"{name}: expected a 1-D array of 0 and 1, got shape {array.shape}")
     if array.size and not np.isin(array, (0, 1)).all():
-        bad = array[~np.isin(array, (0, 1))][0]
+        bad = array[~np.isin(array, (0, 1))][0].item()
         raise ValueError(f"{name}: expected only 0 and 1, got {bad!r}")
     return array.astype(np.int8)
 
@@ -103,7 +103,7 @@ def _check_scores(scores: ArrayLike, name: str, *, allow_nan: bool) -> np.ndarra
     if bad.any():
         row = int(np.flatnonzero(bad)[0])
         expected = "finite numbers or NaN" if allow_nan else "finite numbers"
-        raise ValueError(f"{name}: expected {expected}, got {array[row]!r} at row {row}")
+        raise ValueError(f"{name}: expected {expected}, got {float(array[row])!r} at row {row}")
     return array
 
 
@@ -367,7 +367,7 @@ def brier_score(probability: ArrayLike, target: ArrayLike) -> float:
 def _check_probability(probability: ArrayLike) -> np.ndarray:
     p = _check_scores(probability, "probability", allow_nan=False)
     if p.size and (p.min() < 0.0 or p.max() > 1.0):
-        bad = p[(p < 0.0) | (p > 1.0)][0]
+        bad = float(p[(p < 0.0) | (p > 1.0)][0])
         raise ValueError(f"probability: expected values in [0, 1], got {bad!r}")
     return p
 
