@@ -62,7 +62,7 @@ def failure_within_horizon(labels: ArrayLike, horizon_rows: int) -> np.ndarray:
     Raises
     ------
     ValueError
-        If ``labels`` holds a value other than 0 or 1 or ``horizon_rows`` is below 1.
+        If ``labels`` contains a value other than 0 or 1 or ``horizon_rows`` is below 1.
 
     Examples
     --------
@@ -382,8 +382,8 @@ def reliability_table(probability: ArrayLike, target: ArrayLike, n_bins: int = 1
     target : array-like of 0 and 1
         Observed outcomes, one per probability.
     n_bins : int, default=10
-        Number of equal-width bins over [0, 1]. Bin ``i`` holds probabilities in
-        ``[i / n_bins, (i + 1) / n_bins)``, and the last bin also holds 1.0.
+        Number of equal-width bins over [0, 1]. Bin ``i`` contains probabilities in
+        ``[i / n_bins, (i + 1) / n_bins)``, and the last bin also contains 1.0.
 
     Returns
     -------
@@ -567,8 +567,9 @@ def evaluate_out_of_time(
     pooling : {"fleet", "entity"}, default="fleet"
         ``fleet`` fits one calibrator on the fit parts of all series together, and its
         base-rate forecast is the rate over all fit parts. ``entity`` fits one calibrator
-        per series on that series' fit part, and its base rate is that series' own rate; a
-        series whose fit part holds only one class is forecast with that constant rate.
+        per series on that series' fit part, and its base rate is that series' own rate.
+        A series whose fit part contains only one class is forecast with that constant
+        rate.
     n_bins : int, default=10
         Bins of the pooled reliability table.
 

@@ -63,7 +63,7 @@ def test_brier_score_hand_case():
     assert brier_score([0.9, 0.2, 0.5, 0.0], [1, 0, 0, 0]) == pytest.approx(0.075)
 
 
-def test_brier_score_of_base_rate_is_rate_times_complement():
+def test_brier_score_constant_forecast():
     target = np.array([1, 0, 0, 0, 1, 0, 0, 0, 0, 0])
 
     assert brier_score(np.full(10, 0.2), target) == pytest.approx(0.2 * 0.8)
@@ -281,7 +281,7 @@ def test_evaluate_out_of_time_ignores_evaluated_labels():
     assert first.per_entity["a"].base_rate == second.per_entity["a"].base_rate
 
 
-def test_evaluate_out_of_time_base_rate_from_fit_part():
+def test_base_rate_from_fit_part():
     scores = np.linspace(0, 1, 200)
     labels = np.zeros(200, dtype=int)
     labels[[20, 60, 190]] = 1
@@ -295,7 +295,7 @@ def test_evaluate_out_of_time_base_rate_from_fit_part():
     assert item.brier_base_rate == pytest.approx(brier_score(np.full(100, 0.02), labels[100:]))
 
 
-def test_fleet_pooling_fits_one_map_on_all_fit_parts():
+def test_fleet_pooling_shares_one_map():
     rng = np.random.default_rng(4)
     series = {}
     for name in ("a", "b"):

@@ -196,7 +196,7 @@ def _calibration_summary(
     """Calibrate the ensemble scores out of time and summarise Brier scores and reliability.
 
     When the data cannot be calibrated (a part without failures, or entities too short to
-    split), the summary holds the reason under ``error`` instead of the figures.
+    split), the summary gives the reason under ``error`` instead of the figures.
     """
     summary: dict[str, Any] = {
         "method": CALIBRATION_METHOD,
