@@ -245,8 +245,8 @@ def fit_risk_calibration(
     n_failures = sum(len(items) for items in known.values())
     if n_failures == 0:
         raise PredictorUserError(
-            f"calibrate: no labeled failure at or before {until.isoformat()}; configure "
-            "labels_path on the sources whose failures are known"
+            f"calibrate: no labeled failure at or before {until.isoformat()}; use a later "
+            "cut-off, or set labels_path on the sources whose failures are known"
         )
 
     rows = {
