@@ -1,4 +1,4 @@
-"""Command line: ``predictor ingest | train | score | run``.
+"""Command line: ``predictor ingest | train | score | calibrate | run | backtest``.
 
 A user mistake (missing file, unknown config key, bad value) exits with code 2 and one
 line on stderr. An unexpected failure keeps its traceback, because that is a bug.
@@ -127,6 +127,22 @@ def build_parser() -> argparse.ArgumentParser:
     )
     score.add_argument(
         "--dry-run", action="store_true", help="record hook decisions without sending them"
+    )
+
+    calibrate = commands.add_parser(
+        "calibrate",
+        help="fit the map from risk to the probability of a labeled failure within the horizon",
+    )
+    calibrate.add_argument(
+        "--until",
+        type=_timestamp,
+        help="read scores and labels up to this UTC time (default: the newest score)",
+    )
+    calibrate.add_argument(
+        "--method",
+        choices=("isotonic", "platt"),
+        default="isotonic",
+        help="isotonic regression or a logistic (Platt) curve (default: isotonic)",
     )
 
     run = commands.add_parser(
@@ -269,6 +285,29 @@ def _cmd_score(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_calibrate(args: argparse.Namespace) -> int:
+    from predictor import pipeline
+
+    settings = _settings(args)
+    calibration = pipeline.calibrate(settings, args.until, method=args.method)
+    print(
+        f"calibrated {len(calibration.components)} components on {calibration.n_rows} score "
+        f"rows ({calibration.n_positive} before a failure within "
+        f"{calibration.horizon_minutes:g} min, {calibration.n_failures} labeled failures) "
+        f"up to {calibration.fitted_until.isoformat()}; MLflow run {calibration.run_id}"
+    )
+    check = calibration.out_of_time
+    if check is None:
+        print("out-of-time check: skipped, one half of the timeline had no failure")
+    else:
+        print(
+            f"out-of-time check: Brier {check['brier']:.5f} against "
+            f"{check['brier_base_rate']:.5f} for the base rate {check['base_rate']:.4f} "
+            f"({check['n_eval']} rows evaluated)"
+        )
+    return 0
+
+
 def _cmd_run(args: argparse.Namespace) -> int:
     from predictor import pipeline
     from predictor.report import format_table, lead_time_table, lead_times, risk_table
@@ -396,6 +435,7 @@ COMMANDS = {
     "ingest": _cmd_ingest,
     "train": _cmd_train,
     "score": _cmd_score,
+    "calibrate": _cmd_calibrate,
     "run": _cmd_run,
     "backtest": _cmd_backtest,
 }

@@ -75,3 +75,7 @@ class DegenerateMemberWarning(PredictorWarning):
 
 class ForecastFallbackWarning(PredictorWarning):
     """A forecast model was replaced by a simpler one because its output was implausible."""
+
+
+class CalibrationWarning(PredictorWarning):
+    """A calibration fit fell back to a simpler map because the fitted one was unusable."""

@@ -6,6 +6,7 @@ scheduled run and a manual one do the same work.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import time
@@ -20,10 +21,24 @@ from predictor.exceptions import ConfigError, PredictorUserError
 from predictor.hooks import dispatch_hooks
 from predictor.model import FleetModel
 from predictor.progress import progress
+from predictor.risk_calibration import (
+    CALIBRATION_FILE,
+    RiskCalibration,
+    fit_risk_calibration,
+    load_risk_calibration,
+    save_risk_calibration,
+)
 from predictor.scoring import score_component
 from predictor.store import RiskStore
-from predictor.telemetry import IngestSummary, TelemetryStore, ingest_source
-from predictor.tracking import load_champion, log_training_run
+from predictor.telemetry import (
+    IngestSummary,
+    LabeledFailure,
+    TelemetryStore,
+    ingest_source,
+    labeled_component,
+    read_labels,
+)
+from predictor.tracking import load_champion, log_calibration_run, log_training_run
 from predictor.training import TrainingWindow, train_fleet
 
 logger = logging.getLogger(__name__)
@@ -224,6 +239,7 @@ def score(
         logger.warning("score: no telemetry for any trained component; nothing scored")
         return result
 
+    calibration = active_calibration(settings)
     started = time.perf_counter()
     for component in components:
         model = fleet.components[component]
@@ -235,6 +251,7 @@ def score(
                 until,
                 settings,
                 fleet.version,
+                calibration,
             )
         except (ValueError, KeyError, FloatingPointError) as error:
             logger.exception("score: component %s failed; other components go on", component)
@@ -260,6 +277,96 @@ def score(
         time.perf_counter() - started,
     )
     return result
+
+
+def labeled_failures(settings: Settings) -> dict[str, list[LabeledFailure]]:
+    """Return the labeled failures of every component that has a labeled source.
+
+    A component whose labels list no failure maps to an empty list, because its rows
+    are known to be failure-free.
+    """
+    failures: dict[str, list[LabeledFailure]] = {}
+    for source in settings.sources:
+        if source.labels_path is None:
+            continue
+        failures.setdefault(labeled_component(source), []).extend(read_labels(source))
+    return failures
+
+
+def calibrate(
+    settings: Settings,
+    until: pd.Timestamp | None = None,
+    *,
+    method: str = "isotonic",
+    store: RiskStore | None = None,
+) -> RiskCalibration:
+    """Fit the calibration of the published risk, save it and log it to MLflow.
+
+    Parameters
+    ----------
+    settings : Settings
+    until : pandas.Timestamp or None, default=None
+        Cut-off; None uses the newest stored score. Scores whose horizon ends after it
+        and failures after it are not read.
+    method : {"isotonic", "platt"}, default="isotonic"
+    store : RiskStore or None, default=None
+        Already-open risk store; opened when None.
+
+    Returns
+    -------
+    RiskCalibration
+        The saved calibration, with its MLflow run id. Scoring uses it from then on.
+
+    Raises
+    ------
+    PredictorUserError
+        If no source has labels, nothing is scored yet, or there are too few labeled
+        failures before ``until`` (see :func:`~predictor.risk_calibration.fit_risk_calibration`).
+    """
+    failures = labeled_failures(settings)
+    if not failures:
+        raise PredictorUserError(
+            "calibrate: no source has labels_path set, so there are no labeled failures "
+            "to calibrate against"
+        )
+    store = store or open_risk_store(settings)
+    if until is None:
+        latest = store.latest_scores()
+        if latest.empty:
+            raise PredictorUserError("calibrate: the risk store has no scores; run score first")
+        until = latest["scored_at"].max()
+
+    calibration = fit_risk_calibration(
+        store, failures, until, settings.model.horizon_minutes, method=method
+    )
+    path = settings.home / CALIBRATION_FILE
+    save_risk_calibration(calibration, path)
+    run_id = log_calibration_run(settings, calibration, path)
+    calibration = dataclasses.replace(calibration, run_id=run_id)
+    save_risk_calibration(calibration, path)
+    logger.info("calibrate: saved %s (MLflow run %s)", path, run_id)
+    return calibration
+
+
+def active_calibration(settings: Settings) -> RiskCalibration | None:
+    """Return the saved risk calibration, or None when there is none or it does not fit.
+
+    A calibration fitted for another horizon than ``settings.model.horizon_minutes`` is
+    not applied, because its probabilities refer to that other horizon.
+    """
+    calibration = load_risk_calibration(settings.home / CALIBRATION_FILE)
+    if calibration is None:
+        return None
+    if calibration.horizon_minutes != settings.model.horizon_minutes:
+        logger.warning(
+            "score: calibration in %s is for a %g min horizon, the model horizon is %g min; "
+            "publishing uncalibrated risk until `predictor calibrate` runs again",
+            settings.home / CALIBRATION_FILE,
+            calibration.horizon_minutes,
+            settings.model.horizon_minutes,
+        )
+        return None
+    return calibration
 
 
 def replay(

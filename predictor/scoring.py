@@ -20,6 +20,7 @@ from predictor.features import build_grid, make_features
 from predictor.hooks import HookEvent
 from predictor.model import ComponentModel
 from predictor.risk import LEVELS, LevelState, assign_levels, fuse_risk
+from predictor.risk_calibration import RiskCalibration
 from predictor.telemetry import TelemetryStore
 
 logger = logging.getLogger(__name__)
@@ -118,6 +119,7 @@ def score_component(
     until: pd.Timestamp,
     settings: Settings,
     model_version: str,
+    calibration: RiskCalibration | None = None,
 ) -> ComponentScores:
     """Score one component on every grid point after its last score, up to ``until``.
 
@@ -131,6 +133,11 @@ def score_component(
         The last time to score (UTC, inclusive).
     settings : Settings
     model_version : str
+    calibration : RiskCalibration or None, default=None
+        When it applies to the component, the published ``risk`` is the calibrated
+        probability of a failure within the horizon, ``raw_risk`` keeps the fused risk
+        and ``calibrated`` is True. Levels follow the fused risk either way, because
+        their thresholds are set on that scale.
 
     Returns
     -------
@@ -171,9 +178,12 @@ def score_component(
     anomaly = _smoothed_anomaly(model, features, times, smoothing_rows)
     anomaly_drivers = model.ensemble.explain(X)
     probability, time_to_threshold, forecast_drivers = _forecast_columns(model, grid, times)
-    risk = fuse_risk(anomaly, probability)
+    raw_risk = fuse_risk(anomaly, probability)
+    risk, calibrated = raw_risk, False
+    if calibration is not None and calibration.applies_to(model.component):
+        risk, calibrated = calibration.calibrator.transform(raw_risk), True
 
-    states, _ = assign_levels(risk.tolist(), stale.tolist(), previous, settings.levels)
+    states, _ = assign_levels(raw_risk.tolist(), stale.tolist(), previous, settings.levels)
     levels = [state.level for state in states]
     previous_levels = [previous.level, *levels[:-1]]
     drivers = [
@@ -191,6 +201,7 @@ def score_component(
             "group_name": model.group,
             "scored_at": times,
             "risk": risk,
+            "raw_risk": raw_risk,
             "anomaly_score": anomaly,
             "forecast_probability": probability,
             "time_to_threshold_seconds": time_to_threshold,
@@ -200,7 +211,7 @@ def score_component(
             "pending_count": [state.pending_count for state in states],
             "drivers": drivers,
             "model_version": model_version,
-            "calibrated": False,
+            "calibrated": calibrated,
             "stale": stale,
         }
     )
@@ -216,6 +227,8 @@ def score_component(
             drivers=drivers[index],
             time_to_threshold_seconds=_finite_or_none(time_to_threshold[index]),
             model_version=model_version,
+            calibrated=calibrated,
+            raw_risk=float(raw_risk[index]),
         )
         for index in range(len(times))
         if _is_entry(previous_levels[index], levels[index])

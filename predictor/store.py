@@ -85,6 +85,8 @@ scores_table = sa.Table(
     sa.Column("group_name", sa.String(255), nullable=True),
     sa.Column("scored_at", UTCDateTime(), nullable=False),
     sa.Column("risk", sa.Float, nullable=True),
+    # The fused risk before calibration; equal to ``risk`` when ``calibrated`` is false.
+    sa.Column("raw_risk", sa.Float, nullable=True),
     sa.Column("anomaly_score", sa.Float, nullable=True),
     sa.Column("forecast_probability", sa.Float, nullable=True),
     sa.Column("time_to_threshold_seconds", sa.Float, nullable=True),
@@ -126,6 +128,7 @@ HOOK_CALL_COLUMNS = tuple(column.name for column in hook_calls_table.columns)
 _REQUIRED_SCORE_COLUMNS = ("component", "scored_at", "risk", "level", "model_version")
 _SCORE_DEFAULTS: dict[str, Any] = {
     "group_name": None,
+    "raw_risk": None,
     "anomaly_score": None,
     "forecast_probability": None,
     "time_to_threshold_seconds": None,
@@ -335,8 +338,16 @@ def _score_row(values: dict[str, Any], row: int, created_at: dt.datetime) -> dic
         "stale": _flag(values["stale"]),
         "created_at": created_at,
     }
-    for name in ("risk", "anomaly_score", "forecast_probability", "time_to_threshold_seconds"):
+    for name in (
+        "risk",
+        "raw_risk",
+        "anomaly_score",
+        "forecast_probability",
+        "time_to_threshold_seconds",
+    ):
         params[name] = _optional_float(values[name], name, row)
+    if params["raw_risk"] is None and not params["calibrated"]:
+        params["raw_risk"] = params["risk"]
     return params
 
 
@@ -393,8 +404,9 @@ class RiskStore:
     -----
     SQLite connections use write-ahead logging and a 30 s busy timeout, so a reader (the
     API, a notebook) does not block the scoring job and two writers wait instead of failing.
-    Tables are created when missing; there are no migrations yet, so a changed schema
-    needs a new database.
+    Tables are created when missing. A ``scores`` table written before the ``raw_risk``
+    column existed gets the column on open, filled with ``risk`` because those rows were
+    all uncalibrated. Other schema changes have no migration yet and need a new database.
 
     Examples
     --------
@@ -428,6 +440,7 @@ class RiskStore:
         else:
             self.engine = sa.create_engine(url, pool_pre_ping=True)
         metadata.create_all(self.engine)
+        _add_raw_risk_column(self.engine)
         logger.debug("risk store opened at %s", parsed.render_as_string(hide_password=True))
 
     def _insert(self, table: sa.Table) -> Any:
@@ -451,8 +464,9 @@ class RiskStore:
             ``time_to_threshold_seconds``, ``previous_level``, ``pending_level``,
             ``pending_count`` (default 0), ``drivers`` (list of
             ``{"metric": ..., "contribution": ...}``, default empty), ``calibrated`` and
-            ``stale`` (default False). NaN in a number column is stored as NULL. Other
-            columns are ignored.
+            ``stale`` (default False), ``raw_risk`` (the fused risk before calibration;
+            defaults to ``risk`` when ``calibrated`` is false). NaN in a number column is
+            stored as NULL. Other columns are ignored.
 
         Returns
         -------
@@ -668,6 +682,21 @@ class RiskStore:
     def close(self) -> None:
         """Release the database connections."""
         self.engine.dispose()
+
+
+def _add_raw_risk_column(engine: Engine) -> None:
+    """Add ``scores.raw_risk`` to a table created before it existed, filled with ``risk``."""
+    columns = {column["name"] for column in sa.inspect(engine).get_columns("scores")}
+    if "raw_risk" in columns:
+        return
+    with engine.begin() as connection:
+        connection.execute(sa.text("ALTER TABLE scores ADD COLUMN raw_risk FLOAT"))
+        filled = connection.execute(
+            sa.update(scores_table)
+            .where(scores_table.c.calibrated.is_(False))
+            .values(raw_risk=scores_table.c.risk)
+        ).rowcount
+    logger.info("risk store: added column scores.raw_risk, filled from risk in %d rows", filled)
 
 
 def _configure_sqlite(dbapi_connection: Any, _record: Any) -> None:

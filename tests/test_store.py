@@ -318,3 +318,50 @@ def test_last_delivered_call_ignores_other_statuses(store):
         "pager", "gpu-1", statuses=("delivered", "dry_run")
     ) == T0 + pd.Timedelta(minutes=120)
     assert store.last_delivered_call("other", "gpu-1") is None
+
+
+# The scores table as created before the raw_risk column existed.
+_SCORES_WITHOUT_RAW_RISK = """
+CREATE TABLE scores (
+    id INTEGER NOT NULL, component VARCHAR(255) NOT NULL, group_name VARCHAR(255),
+    scored_at DATETIME NOT NULL, risk FLOAT, anomaly_score FLOAT,
+    forecast_probability FLOAT, time_to_threshold_seconds FLOAT,
+    level VARCHAR(16) NOT NULL, previous_level VARCHAR(16), pending_level VARCHAR(16),
+    pending_count INTEGER NOT NULL, drivers TEXT NOT NULL,
+    model_version VARCHAR(255) NOT NULL, calibrated BOOLEAN NOT NULL,
+    stale BOOLEAN NOT NULL, created_at DATETIME NOT NULL, PRIMARY KEY (id),
+    CONSTRAINT uq_scores_component_scored_at UNIQUE (component, scored_at)
+)
+"""
+
+
+def test_old_store_gains_raw_risk_from_risk(tmp_path):
+    url = f"sqlite:///{tmp_path / 'old.db'}"
+    engine = sa.create_engine(url)
+    with engine.begin() as connection:
+        connection.execute(sa.text(_SCORES_WITHOUT_RAW_RISK))
+        connection.execute(sa.text(
+            "INSERT INTO scores (component, scored_at, risk, level, pending_count, drivers, "
+            "model_version, calibrated, stale, created_at) VALUES ('gpu-1', "
+            "'2024-05-01 12:00:00', 0.42, 'normal', 0, '[]', '3', 0, 0, '2024-05-01 12:01:00')"
+        ))
+    engine.dispose()
+
+    store = RiskStore(url)
+    scores = store.scores()
+
+    assert scores["raw_risk"].tolist() == [0.42]
+    assert store.write_scores(_scores(n_times=1)) == 2
+    store.close()
+
+
+def test_raw_risk_defaults_when_uncalibrated(store):
+    frame = _scores(components=("gpu-1",), n_times=2)
+    frame["calibrated"] = [False, True]
+
+    store.write_scores(frame)
+    scores = store.scores()
+
+    assert scores["raw_risk"].iloc[0] == pytest.approx(frame["risk"].iloc[0])
+    assert np.isnan(scores["raw_risk"].iloc[1])
+    assert scores["calibrated"].tolist() == [False, True]

@@ -11,6 +11,8 @@ Payload schema, version ``"1"`` (every time is ISO 8601 in UTC)::
       "level": "critical",
       "previous_level": "high",                # or null for the first score
       "risk": 0.91,                            # or null when unknown
+      "raw_risk": 0.97,                        # fused risk before calibration, or null
+      "calibrated": true,                      # whether risk is a calibrated probability
       "scored_at": "2024-05-01T12:00:00+00:00",
       "horizon_minutes": 60.0,
       "time_to_threshold_seconds": 1200.0,     # or null
@@ -90,6 +92,11 @@ class HookEvent:
         Expected time until a metric crosses its threshold, when a forecast predicts a crossing.
     model_version : str, default=""
         Model version that produced the score.
+    calibrated : bool, default=False
+        Whether ``risk`` is a calibrated probability of a failure within the horizon,
+        learned from labeled failures. When False, ``risk`` is the uncalibrated fused score.
+    raw_risk : float or None, default=None
+        The fused risk before calibration; None means it equals ``risk``.
 
     Raises
     ------
@@ -120,6 +127,8 @@ class HookEvent:
     drivers: list[dict[str, Any]] = field(default_factory=list)
     time_to_threshold_seconds: float | None = None
     model_version: str = ""
+    calibrated: bool = False
+    raw_risk: float | None = None
 
     def __post_init__(self) -> None:
         # The dataclass is frozen, so normalised values are set through object.__setattr__.
@@ -145,6 +154,8 @@ class HookEvent:
             "level": self.level,
             "previous_level": self.previous_level,
             "risk": _finite_or_none(self.risk),
+            "raw_risk": _finite_or_none(self.risk if self.raw_risk is None else self.raw_risk),
+            "calibrated": bool(self.calibrated),
             "scored_at": self.scored_at.isoformat(),
             "horizon_minutes": float(self.horizon_minutes),
             "time_to_threshold_seconds": _finite_or_none(self.time_to_threshold_seconds),
@@ -161,7 +172,8 @@ def level_entries(scores: pd.DataFrame, *, horizon_minutes: float) -> list[HookE
     scores : pandas.DataFrame
         Scores as written to the risk store: ``component``, ``scored_at``, ``risk``,
         ``level``, ``previous_level``, ``model_version`` and optionally ``group_name``
-        (or ``group``), ``drivers``, ``time_to_threshold_seconds``.
+        (or ``group``), ``drivers``, ``time_to_threshold_seconds``, ``calibrated`` and
+        ``raw_risk``.
     horizon_minutes : float
         Risk horizon reported in every event.
 
@@ -203,6 +215,8 @@ def level_entries(scores: pd.DataFrame, *, horizon_minutes: float) -> list[HookE
                 drivers=list(drivers) if isinstance(drivers, list | tuple) else [],
                 time_to_threshold_seconds=_finite_or_none(row.get("time_to_threshold_seconds")),
                 model_version=str(row["model_version"]),
+                calibrated=bool(row.get("calibrated", False)),
+                raw_risk=_finite_or_none(row.get("raw_risk")),
             )
         )
     return events

@@ -13,7 +13,7 @@ from predictor.telemetry.ingest import (
     ingest_source,
     split_time,
 )
-from predictor.telemetry.labels import LabeledFailure, read_labels
+from predictor.telemetry.labels import LabeledFailure, labeled_component, read_labels
 from predictor.telemetry.readers import RawTelemetry, matrix_timestamps, read_source
 from predictor.telemetry.schema import (
     COMPONENT,
@@ -42,6 +42,7 @@ __all__ = [
     "empty_long_frame",
     "ingest_source",
     "is_valid_name",
+    "labeled_component",
     "matrix_timestamps",
     "read_labels",
     "read_source",

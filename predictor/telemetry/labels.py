@@ -89,7 +89,8 @@ def read_labels(source: SourceConfig) -> list[LabeledFailure]:
     return sorted(failures, key=lambda failure: failure.failure_time)
 
 
-def _component(source: SourceConfig) -> str:
+def labeled_component(source: SourceConfig) -> str:
+    """Return the component that a source's labels belong to."""
     return source.component if source.component is not None else Path(source.path).stem
 
 
@@ -154,7 +155,7 @@ def _read_nab_labels(source: SourceConfig, labels_path: Path) -> list[LabeledFai
             )
         windows.append((_utc(window[0], windows_path, key), _utc(window[1], windows_path, key)))
 
-    component = _component(source)
+    component = labeled_component(source)
     failures = []
     for label in labels:
         containing = [(start, end) for start, end in windows if start <= label <= end]
@@ -193,7 +194,7 @@ def _read_row_labels(source: SourceConfig, path: Path) -> list[LabeledFailure]:
     ends = np.flatnonzero(edges == -1) - 1
     times = matrix_timestamps(source, len(marked))
 
-    component = _component(source)
+    component = labeled_component(source)
     return [
         LabeledFailure(component, times[start], times[start] - ROWS_WINDOW_LEAD, times[end])
         for start, end in zip(starts, ends, strict=True)

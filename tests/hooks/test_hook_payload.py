@@ -99,3 +99,34 @@ def test_level_entries_missing_column_rejected():
             pd.DataFrame(columns=["component", "scored_at", "risk", "level", "model_version"]),
             horizon_minutes=60,
         )
+
+
+def test_payload_says_whether_risk_is_calibrated():
+    uncalibrated = _event().to_payload()
+    calibrated = _event(risk=0.12, calibrated=True, raw_risk=np.float64(0.93)).to_payload()
+
+    assert uncalibrated["calibrated"] is False
+    assert uncalibrated["raw_risk"] == pytest.approx(0.93)
+    assert calibrated["calibrated"] is True
+    assert calibrated["risk"] == pytest.approx(0.12)
+    assert calibrated["raw_risk"] == pytest.approx(0.93)
+
+
+def test_level_entries_carry_calibrated_flag():
+    t0 = pd.Timestamp("2024-05-01 12:00", tz="UTC")
+    scores = pd.DataFrame({
+        "component": ["gpu-1"],
+        "scored_at": [t0],
+        "risk": [0.3],
+        "raw_risk": [0.9],
+        "level": ["critical"],
+        "previous_level": ["high"],
+        "model_version": ["3"],
+        "calibrated": [True],
+    })
+
+    (event,) = level_entries(scores, horizon_minutes=60)
+
+    assert event.calibrated is True
+    assert event.raw_risk == pytest.approx(0.9)
+    assert event.to_payload()["risk"] == pytest.approx(0.3)
