@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -107,11 +107,16 @@ def load_store_history(store: RiskStore, sources: Sequence[SourceConfig]) -> Sto
         (failure for source in sources for failure in read_labels(source)),
         key=lambda failure: (failure.component, failure.failure_time),
     )
+    scores = store.scores()
+    by_component = {
+        component: scores[scores["component"] == component]
+        for component in {failure.component for failure in failures}
+    }
     history = StoreHistory(
-        scores=store.scores(),
+        scores=scores,
         hook_calls=store.hook_calls(),
         failures=failures,
-        lead_times=lead_times(store, failures),
+        lead_times=lead_times_from_scores(by_component, failures),
     )
     logger.info(
         "report: read %d scores of %d components, %d hook calls, %d labeled failures",
@@ -148,19 +153,34 @@ def store_label(settings: Settings) -> str:
 
 def lead_times(store: RiskStore, failures: Sequence[LabeledFailure]) -> list[LeadTime]:
     """Measure, from the stored scores, the lead time before each labeled failure."""
+    components = sorted({failure.component for failure in failures})
+    scores = {component: store.scores(component=component) for component in components}
+    return lead_times_from_scores(scores, failures)
+
+
+def lead_times_from_scores(
+    scores: Mapping[str, pd.DataFrame], failures: Sequence[LabeledFailure]
+) -> list[LeadTime]:
+    """Measure the lead time before each labeled failure from scores already read.
+
+    Parameters
+    ----------
+    scores : mapping of str to pandas.DataFrame
+        Each failure's component to its stored scores (at least ``scored_at`` and
+        ``level``), as :meth:`RiskStore.scores` returns them.
+    failures : sequence of LabeledFailure
+    """
     results = []
     for failure in failures:
-        scores = store.scores(
-            component=failure.component, since=failure.window_start, until=failure.window_end
-        )
-        warnings = scores[scores["level"].isin(WARNING_LEVELS)]
+        component_scores = scores[failure.component]
+        times = component_scores["scored_at"]
+        window = component_scores[(times >= failure.window_start) & (times <= failure.window_end)]
+        warnings = window[window["level"].isin(WARNING_LEVELS)]
         in_time = warnings[warnings["scored_at"] <= failure.failure_time]
-        scored = not store.scores(component=failure.component, until=failure.failure_time).empty
-        newest = store.last_score(failure.component)
         results.append(
             LeadTime(
-                scored=scored,
-                scored_through=newest is not None and newest["scored_at"] >= failure.failure_time,
+                scored=bool((times <= failure.failure_time).any()),
+                scored_through=bool((times >= failure.failure_time).any()),
                 failure=failure,
                 first_warning=in_time["scored_at"].min() if not in_time.empty else None,
                 first_detection=warnings["scored_at"].min() if not warnings.empty else None,
