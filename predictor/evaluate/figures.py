@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
+from matplotlib.dates import AutoDateLocator, ConciseDateFormatter
 from matplotlib.figure import Figure
 
 from predictor.config import LevelConfig
@@ -78,12 +79,21 @@ def backtest_scores_figure(
         label=f"score reaches {threshold:g} ({len(onsets)}x)",
     )
 
+    if results.is_nab:
+        _concise_dates(axes)
     axes.set_ylim(0, 1.06)
     axes.set_ylabel("anomaly score")
     axes.set_xlabel("time (UTC)" if results.is_nab else "test row")
     axes.set_title(f"{series}: {detector} anomaly score, {len(events)} labeled events")
     axes.legend(loc="upper left", fontsize="small")
     return figure
+
+
+def _concise_dates(axes) -> None:
+    """Label a time axis with short dates that do not overlap."""
+    locator = AutoDateLocator()
+    axes.xaxis.set_major_locator(locator)
+    axes.xaxis.set_major_formatter(ConciseDateFormatter(locator))
 
 
 def store_risk_figure(
@@ -148,6 +158,7 @@ def store_risk_figure(
             )
 
     axes.set_xlim(start, end)
+    _concise_dates(axes)
     axes.set_ylim(0, 1.06)
     axes.set_ylabel("risk")
     axes.set_xlabel("scored at (UTC)")
@@ -161,7 +172,8 @@ def store_risk_figure(
 def lead_time_figure(leads: pd.DataFrame) -> Figure:
     """Plot the lead time of every labeled event, as :func:`lead_time_table` returns it.
 
-    Bars right of zero are warnings before the event; missed events are crosses at zero.
+    Bars right of zero are warnings before the event and bars left of it late alarms;
+    missed events are crosses at zero.
     """
     # NAB series are "<category>/<file>.csv"; the file stem is enough to tell them apart.
     labels = [f"{Path(row.series).stem} #{row.event}" for row in leads.itertuples()]
@@ -173,6 +185,8 @@ def lead_time_figure(leads: pd.DataFrame) -> Figure:
     axes = figure.subplots()
     colors = np.where(lead >= 0, ENSEMBLE_COLOR, EVENT_COLOR)
     axes.barh(positions[~missed], lead[~missed], color=colors[~missed], label="first alarm")
+    # A dot at each bar's end keeps a lead of 0 rows (no bar) visible.
+    axes.scatter(lead[~missed], positions[~missed], s=12, c=colors[~missed], zorder=3)
     axes.plot(
         np.zeros(missed.sum()),
         positions[missed],
@@ -188,6 +202,10 @@ def lead_time_figure(leads: pd.DataFrame) -> Figure:
     axes.set_title("Lead time of the first alarm per labeled event")
     if len(leads):
         axes.legend(loc="lower right", fontsize="small")
+    else:
+        axes.text(
+            0.5, 0.5, "no labeled events", ha="center", va="center", transform=axes.transAxes
+        )
     return figure
 
 
