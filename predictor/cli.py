@@ -340,7 +340,7 @@ def _cmd_report(args: argparse.Namespace) -> int:
     if not out.parent.is_dir():
         raise ConfigError(f"--out {args.out!r}: folder {str(out.parent)!r} not found")
     if args.data and not args.backtest:
-        raise ConfigError("--data needs --backtest")
+        raise ConfigError("--data is only valid with --backtest; add --backtest DIR")
 
     results = load_backtest(args.backtest, args.data) if args.backtest else None
     history = read_store_history(settings)

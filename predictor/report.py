@@ -35,8 +35,8 @@ class LeadTime:
         False when no score exists at or before the failure time, because the failure
         lies in the training data; such a failure measures nothing.
     scored_through : bool
-        False when the newest score of the component comes before the failure time, so
-        a missing warning may still come; such a failure is not counted as missed.
+        False when the newest score of the component comes before the failure time.
+        A warning may still come, so such a failure is not counted as missed.
     """
 
     failure: LabeledFailure

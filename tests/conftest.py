@@ -53,7 +53,7 @@ def _isolate(monkeypatch: pytest.MonkeyPatch, home: Path) -> None:
     monkeypatch.setenv("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 
 
-# A short scoring run on the first 2,600 rows of the NAB EC2 latency file: they hold the
+# A short scoring run on the first 2,600 rows of the NAB EC2 latency file: they contain the
 # first labeled failure (2014-03-14 09:06), and the run raises `critical` around it, so
 # the command hook fires at least once.
 REPORT_STORE_ROWS = 2600
@@ -81,7 +81,7 @@ argv = ["{{python}}", "-m", "predictor.hooks.receiver", "--out", "{{home}}/failo
 on_levels = ["critical"]
 cooldown_minutes = 60
 """
-# The first rows of SMD machine-1-2: test rows 0-5999 hold three labeled events.
+# The first rows of SMD machine-1-2: test rows 0-5999 contain three labeled events.
 SMD_TRAIN_ROWS = 4000
 SMD_TEST_ROWS = 6000
 

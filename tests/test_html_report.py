@@ -218,3 +218,10 @@ def test_missing_out_folder_exits_2(report_inputs, isolated_env, tmp_path, capsy
 
     assert code == 2
     assert f"folder {str(out.parent)!r} not found" in _error_line(capsys.readouterr().err)
+
+
+def test_data_without_backtest_exits_2(isolated_env, tmp_path, capsys):
+    code, _, err = _report(tmp_path, capsys, "--data", str(tmp_path))
+
+    assert code == 2
+    assert "--data is only valid with --backtest" in _error_line(err)

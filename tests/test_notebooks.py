@@ -18,30 +18,30 @@ def _run_notebook(path: Path) -> tuple[dict, list]:
     """Execute the code cells in order; return the namespace and what they displayed.
 
     ``display`` is an IPython builtin in Jupyter; here it records its argument, so the
-    test sees the figures and tables a reader would see.
+    test can check the figures and tables a reader gets.
     """
     matplotlib.use("Agg")
     notebook = json.loads(path.read_text(encoding="utf-8"))
-    shown: list = []
-    namespace: dict = {"display": shown.append}
+    displayed: list = []
+    namespace: dict = {"display": displayed.append}
     for cell in notebook["cells"]:
         if cell["cell_type"] == "code":
             exec(compile("".join(cell["source"]), path.name, "exec"), namespace)
-    return namespace, shown
+    return namespace, displayed
 
 
-def _check_explore_scores(namespace, shown, inputs, output):
+def _check_explore_scores(namespace, displayed, inputs, output):
     assert str(inputs.home) in output
     assert namespace["component"] == "ec2-latency"
     assert namespace["anomaly"].between(0, 1).all()
 
 
-def _check_failure_risk_analysis(namespace, shown, inputs, output):
+def _check_failure_risk_analysis(namespace, displayed, inputs, output):
     results = namespace["results"]
     assert results.path == inputs.smd_backtest
     assert results.series() == ["machine-1-2"]
 
-    titles = [figure.axes[0].get_title() for figure in shown if isinstance(figure, Figure)]
+    titles = [figure.axes[0].get_title() for figure in displayed if isinstance(figure, Figure)]
     assert any(title.startswith("SMD: ensemble") for title in titles)
     assert any(title.startswith("machine-1-2: ensemble anomaly score") for title in titles)
     assert any(title.startswith("Lead time") for title in titles)
@@ -71,9 +71,9 @@ def test_every_notebook_has_checks():
 def test_notebook_runs(path, report_env, monkeypatch, capsys):
     monkeypatch.setenv("PREDICTOR_BACKTEST_DIR", str(report_env.smd_backtest))
 
-    namespace, shown = _run_notebook(path)
+    namespace, displayed = _run_notebook(path)
 
-    CHECKS[path.name](namespace, shown, report_env, capsys.readouterr().out)
+    CHECKS[path.name](namespace, displayed, report_env, capsys.readouterr().out)
 
 
 def _cells_with_outputs(notebook: dict) -> list[str]:

@@ -101,7 +101,7 @@ def store_risk_figure(
 ) -> Figure:
     """Plot a component's stored risk over time with labeled failures and hook calls.
 
-    Failure windows are shaded and failure times drawn as lines; each recorded hook call
+    Failure windows are shaded and failure times drawn as lines. Each recorded hook call
     is a marker at the top, at the scoring time that triggered it. ``levels`` adds the
     ``high`` and ``critical`` thresholds as dotted lines.
     """
@@ -127,12 +127,12 @@ def store_risk_figure(
         alpha=0.7,
         label="anomaly score",
     )
-    shown = [
+    shown_failures = [
         failure
         for failure in failures
         if failure.window_end >= start and failure.window_start <= end
     ]
-    for number, failure in enumerate(shown):
+    for number, failure in enumerate(shown_failures):
         axes.axvspan(
             failure.window_start,
             failure.window_end,
@@ -163,7 +163,8 @@ def store_risk_figure(
     axes.set_ylabel("risk")
     axes.set_xlabel("scored at (UTC)")
     axes.set_title(
-        f"{component}: failure-risk, {len(shown)} labeled failures, {len(calls)} hook calls"
+        f"{component}: failure-risk, {len(shown_failures)} labeled failures, "
+        f"{len(calls)} hook calls"
     )
     axes.legend(loc="upper left", fontsize="small")
     return figure
@@ -272,7 +273,7 @@ def comparison_figure(results: BacktestResults) -> Figure:
     for number, column in enumerate(columns):
         values = table[column].fillna(0.0).to_numpy()
         bars = axes.bar(positions + number * width, values, width=width, label=column)
-        # The ensemble's bars get an outline so it stands out from the members.
+        # A black outline marks the ensemble's bars among the members' bars.
         bars[0].set_edgecolor("black")
         bars[0].set_linewidth(1.2)
     axes.set_xticks(

@@ -141,7 +141,7 @@ class BacktestResults:
         Raises
         ------
         InputError
-            If the file is missing, lacks a column, or holds a score that is not a
+            If the file is missing, lacks a column, or contains a score that is not a
             finite number.
         """
         path = self.score_path(series, detector)
@@ -179,7 +179,7 @@ class BacktestResults:
         """Read the labeled events of a series, in rows of its score frame ``scores``.
 
         ``scores`` is the frame :meth:`scores` returns for the series. The result is
-        empty when the data folder was not found (a note says so).
+        empty when the data folder was not found, which ``notes`` records.
 
         Raises
         ------
@@ -276,8 +276,8 @@ def load_backtest(path: str | Path, data_dir: str | Path | None = None) -> Backt
         The folder given to ``predictor backtest --out``.
     data_dir : str or pathlib.Path or None, default=None
         The labeled data folder; None uses the ``data`` entry of ``summary.json``. When
-        that folder does not exist, scores are shown without labeled events and a note
-        says so.
+        that folder does not exist, scores are shown without labeled events and
+        ``notes`` records why.
 
     Returns
     -------
@@ -333,7 +333,7 @@ def _check_summary(summary: Any, path: Path) -> None:
         )
 
     if data_format == NAB_FORMAT:
-        _check_table(summary, "detectors", PROFILES, path)
+        _check_table(summary, "detectors", list(PROFILES), path)
     else:
         _check_table(summary, "mean", MATRIX_METRICS, path)
         per_entity = summary.get("per_entity")
@@ -417,11 +417,16 @@ def entity_table(results: BacktestResults, detector: str = ENSEMBLE) -> pd.DataF
 
 
 def alarm_onsets(
-    scores: np.ndarray | pd.Series, threshold: float = LABEL_FREE_THRESHOLD
+    scores: Sequence[float] | np.ndarray | pd.Series, threshold: float = LABEL_FREE_THRESHOLD
 ) -> np.ndarray:
     """Return the rows where the score reaches ``threshold`` after being below it.
 
     The first row counts as an onset when it is already at or above the threshold.
+
+    Examples
+    --------
+    >>> alarm_onsets([0.8, 0.9, 0.1, 0.7, 0.2], threshold=0.7).tolist()
+    [0, 3]
     """
     flags = np.asarray(scores, dtype="float64") >= threshold
     previous = np.concatenate([[False], flags[:-1]])
