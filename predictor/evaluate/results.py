@@ -39,6 +39,7 @@ MATRIX_METRICS = (
     "false_alarms_per_day",
 )
 CALIBRATION_ENTITY_KEYS = ("brier", "brier_base_rate", "base_rate", "n_eval")
+CALIBRATION_MEAN_KEYS = ("brier", "brier_base_rate")
 RELIABILITY_KEYS = ("bin_low", "bin_high", "count", "mean_predicted", "observed_rate")
 
 
@@ -371,20 +372,23 @@ def _check_calibration(calibration: Any, path: Path) -> None:
     for key in ("per_entity", "mean", "reliability"):
         if key not in calibration:
             raise InputError(f"key 'calibration.{key}' is missing", path=str(path))
-    for entity, row in calibration["per_entity"].items():
-        missing = [name for name in CALIBRATION_ENTITY_KEYS if name not in row]
-        if missing:
-            raise InputError(
-                f"key 'calibration.per_entity.{entity}': missing {missing}", path=str(path)
-            )
+    if not isinstance(calibration["per_entity"], dict):
+        raise InputError("key 'calibration.per_entity': expected an object", path=str(path))
+    rows: list[tuple[str, Any, tuple[str, ...]]] = [
+        (f"per_entity.{entity}", row, CALIBRATION_ENTITY_KEYS)
+        for entity, row in calibration["per_entity"].items()
+    ]
+    rows.append(("mean", calibration["mean"], CALIBRATION_MEAN_KEYS))
     if not isinstance(calibration["reliability"], list):
         raise InputError("key 'calibration.reliability': expected a list", path=str(path))
-    for index, row in enumerate(calibration["reliability"]):
-        missing = [name for name in RELIABILITY_KEYS if name not in row]
+    rows.extend(
+        (f"reliability[{index}]", row, RELIABILITY_KEYS)
+        for index, row in enumerate(calibration["reliability"])
+    )
+    for key, row, expected in rows:
+        missing = [name for name in expected if not isinstance(row, dict) or name not in row]
         if missing:
-            raise InputError(
-                f"key 'calibration.reliability[{index}]': missing {missing}", path=str(path)
-            )
+            raise InputError(f"key 'calibration.{key}': missing {missing}", path=str(path))
 
 
 def metric_table(results: BacktestResults) -> pd.DataFrame:

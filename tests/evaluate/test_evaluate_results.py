@@ -170,9 +170,25 @@ def test_invalid_summary_json_raises(tmp_path):
         ),
         (
             lambda summary: summary.update(
-                calibration={"per_entity": {}, "mean": {}, "reliability": [{"count": 3}]}
+                calibration={
+                    "per_entity": {},
+                    "mean": {"brier": 0.1, "brier_base_rate": 0.2},
+                    "reliability": [{"count": 3}],
+                }
             ),
             r"key 'calibration\.reliability\[0\]': missing \['bin_low'",
+        ),
+        (
+            lambda summary: summary.update(
+                calibration={"per_entity": {}, "mean": {"brier": 0.1}, "reliability": []}
+            ),
+            r"key 'calibration\.mean': missing \['brier_base_rate'\]",
+        ),
+        (
+            lambda summary: summary.update(
+                calibration={"per_entity": {"m-1": 0.1}, "mean": {}, "reliability": []}
+            ),
+            r"key 'calibration\.per_entity\.m-1': missing \['brier'",
         ),
     ],
 )
