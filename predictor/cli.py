@@ -1,4 +1,4 @@
-"""Command line: ``predictor ingest | train | score | calibrate | run | backtest``.
+"""Command line: ``predictor ingest | train | score | calibrate | run | backtest | report``.
 
 A user mistake (missing file, unknown config key, bad value) exits with code 2 and one
 line on stderr. An unexpected failure keeps its traceback, because that is a bug.
@@ -204,6 +204,18 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="span in rows of the weighted trailing mean of every detector's surprise "
         "(default: model.smoothing_span of the configuration; 1 means none)",
+    )
+    report = commands.add_parser(
+        "report", help="write the backtest and risk-store figures as one HTML page"
+    )
+    report.add_argument("--out", required=True, help="HTML file to write")
+    report.add_argument(
+        "--backtest", metavar="DIR", help="output folder of `predictor backtest` to include"
+    )
+    report.add_argument(
+        "--data",
+        metavar="DIR",
+        help="labeled data folder of the backtest (default: the one in its summary.json)",
     )
     return parser
 
@@ -422,6 +434,39 @@ def _train_split(args: argparse.Namespace) -> TrainSplit | None:
     return TrainSplit(fraction=fraction)
 
 
+def _cmd_report(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from predictor.evaluate.results import load_backtest
+    from predictor.html_report import render_report, write_report
+    from predictor.report import read_store_history, store_label
+
+    settings = _settings(args)
+    out = Path(args.out)
+    if not out.parent.is_dir():
+        raise ConfigError(f"--out {args.out!r}: folder {str(out.parent)!r} not found")
+    if args.data and not args.backtest:
+        raise ConfigError("--data is only valid with --backtest; add --backtest DIR")
+
+    results = load_backtest(args.backtest, args.data) if args.backtest else None
+    history = read_store_history(settings)
+    notes = []
+    if history is None:
+        if results is None:
+            raise ConfigError(
+                f"nothing to report: no --backtest given and the risk store "
+                f"{store_label(settings)} has no scores"
+            )
+        notes.append(f"The risk store {store_label(settings)} has no scores yet.")
+
+    text, figure_count = render_report(
+        results, history, store=store_label(settings), levels=settings.levels, notes=notes
+    )
+    write_report(out, text)
+    print(f"report with {figure_count} figures written to {out}")
+    return 0
+
+
 SUMMARY_KEYS = (
     "best_f1",
     "f1_label_free",
@@ -438,6 +483,7 @@ COMMANDS = {
     "calibrate": _cmd_calibrate,
     "run": _cmd_run,
     "backtest": _cmd_backtest,
+    "report": _cmd_report,
 }
 
 

@@ -96,4 +96,14 @@ def test_lead_time_table_has_one_line_per_failure(tmp_path):
 
     assert len(lines) == 4
     assert "warned 10m before" in lines[2]
-    assert "missed" in lines[3]
+    # The newest score is at 01:00, before the second failure at 05:00.
+    assert "after the newest score" in lines[3]
+
+
+def test_failure_after_newest_score_is_not_missed(tmp_path):
+    store = _store(tmp_path, ["normal"] * 10)
+
+    (result,) = lead_times(store, [_failure(minutes=120)])
+
+    assert not result.scored_through
+    assert result.describe() == "after the newest score, not scored yet"
