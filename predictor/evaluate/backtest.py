@@ -18,6 +18,7 @@ from predictor.detect import AnomalyEnsemble
 from predictor.detect._tail import TailProbability
 from predictor.detect.scale import smooth_surprise, surprise_to_score
 from predictor.evaluate.baselines import L2NormDetector, PCAReconstructionDetector
+from predictor.exceptions import ConfigError
 from predictor.features import make_features
 
 logger = logging.getLogger(__name__)
@@ -103,7 +104,16 @@ def score_series(train: pd.DataFrame, test: pd.DataFrame, config: BacktestConfig
         n_neighbors=config.n_neighbors,
         max_train_rows=config.max_train_rows,
         random_state=config.random_state,
-    ).fit(features.iloc[:n_train])
+    )
+    try:
+        ensemble.fit(features.iloc[:n_train])
+    except ValueError as error:
+        if "every member was dropped" not in str(error):
+            raise
+        raise ConfigError(
+            f"model.members {list(config.members)!r} cannot score this series: {error}; "
+            "add 'robust_z', which also scores series that were constant in training"
+        ) from None
 
     # Surprise of every row, training then test, so the smoothing of the first test
     # rows reads the last training rows, as it would in production.

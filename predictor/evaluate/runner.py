@@ -91,7 +91,10 @@ def backtest_nab(data_dir: Path, out_dir: Path, config: BacktestConfig) -> dict[
         frame = pd.read_csv(path)
         values = frame[["value"]].astype("float64").reset_index(drop=True)
         n_train = probation_length(len(frame))
-        scores = score_series_refitted(values, n_train, config, n_train, NAB_HISTORY_ROWS)
+        try:
+            scores = score_series_refitted(values, n_train, config, n_train, NAB_HISTORY_ROWS)
+        except ConfigError as error:
+            raise ConfigError(f"{path}: {error}") from None
         hold_rows = int(NAB_HOLD_FRACTION * n_train)
         for name, test_scores in scores.items():
             held = hold_back_repeats(test_scores, NAB_HOLD_THRESHOLD, hold_rows)

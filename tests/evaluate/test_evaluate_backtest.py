@@ -14,6 +14,7 @@ import pytest
 
 from predictor.evaluate.backtest import BacktestConfig, score_series
 from predictor.evaluate.baselines import L2NormDetector, PCAReconstructionDetector
+from predictor.exceptions import ConfigError, DegenerateMemberWarning
 
 FAST = BacktestConfig(n_estimators=30, max_train_rows=1000)
 
@@ -149,3 +150,11 @@ def test_backtest_missing_folder_exits_2(tmp_path):
     assert result.returncode == 2
     assert "folder not found" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_members_that_cannot_score_a_constant_series_raise_a_config_error():
+    flat = pd.DataFrame({"value": np.full(200, 3.0)})
+    config = BacktestConfig(members=("knn", "iforest"), n_estimators=10)
+
+    with pytest.raises(ConfigError, match="add 'robust_z'"), pytest.warns(DegenerateMemberWarning):
+        score_series(flat.iloc[:100], flat.iloc[100:], config)
