@@ -61,6 +61,11 @@ REPORT_CONFIG = """
 [model]
 n_estimators = 30
 
+[levels]
+elevated = 0.3
+high = 0.45
+critical = 0.6
+
 [[sources]]
 name = "ec2"
 format = "nab"

@@ -104,8 +104,15 @@ class BacktestResults:
 
     @property
     def calibration(self) -> dict[str, Any] | None:
-        """The ``calibration`` section of the summary, or None when the run has none."""
-        return self.summary.get("calibration")
+        """The ``calibration`` section of the summary, or None when the run has none.
+
+        A run whose calibration could not be fitted (its section has only the reason,
+        under ``error``) counts as having none.
+        """
+        calibration = self.summary.get("calibration")
+        if isinstance(calibration, dict) and "error" in calibration:
+            return None
+        return calibration
 
     def _detector_rows(self) -> dict[str, Any]:
         return self.summary["detectors"] if self.is_nab else self.summary["mean"]
@@ -346,8 +353,11 @@ def _check_summary(summary: Any, path: Path) -> None:
                     f"key 'per_entity.{entity}': expected an object with an {ENSEMBLE!r} entry",
                     path=str(path),
                 )
-    if "calibration" in summary:
-        _check_calibration(summary["calibration"], path)
+    calibration = summary.get("calibration")
+    if isinstance(calibration, dict) and "error" in calibration:
+        return
+    if calibration is not None:
+        _check_calibration(calibration, path)
 
 
 def _check_table(summary: dict[str, Any], key: str, columns: Sequence[str], path: Path) -> None:
