@@ -175,7 +175,7 @@ def score_series_refitted(
 def hold_back_repeats(scores: np.ndarray, threshold: float, hold_rows: int) -> np.ndarray:
     """Zero the scores of the ``hold_rows`` rows after each score at or above ``threshold``.
 
-    A detection opens an alert; the rows right after it belong to the same event, and
+    A detection opens an alert. The rows right after it belong to the same event, so
     scoring them again would raise the same alert many times. Rows below the threshold
     outside a hold keep their score.
 

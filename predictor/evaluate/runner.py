@@ -199,23 +199,10 @@ def backtest_matrix(
             per_entity[entity][ENSEMBLE]["auc_pr"],
         )
 
-    means = summarize_detectors(per_entity)
     horizon_rows = _horizon_rows(horizon_minutes, step_seconds)
-    return {
-        "calibration": _calibration_summary(ensemble_scores, horizon_rows),
-        "entities": len(per_entity),
-        "mean": {
-            name: {key: _json_number(value) for key, value in row.items()}
-            for name, row in means.iterrows()
-        },
-        "per_entity": {
-            entity: {
-                name: {key: _json_number(value) for key, value in values.items()}
-                for name, values in by_detector.items()
-            }
-            for entity, by_detector in per_entity.items()
-        },
-    }
+    summary = _metrics_summary(per_entity)
+    summary["calibration"] = _calibration_summary(ensemble_scores, horizon_rows)
+    return summary
 
 
 def backtest_long(

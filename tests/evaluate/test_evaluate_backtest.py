@@ -152,7 +152,7 @@ def test_backtest_missing_folder_exits_2(tmp_path):
     assert "Traceback" not in result.stderr
 
 
-def test_members_that_cannot_score_a_constant_series_raise_a_config_error():
+def test_constant_series_without_robust_z_raises():
     flat = pd.DataFrame({"value": np.full(200, 3.0)})
     config = BacktestConfig(members=("knn", "iforest"), n_estimators=10)
 
