@@ -210,8 +210,9 @@ def score(
     fleet: FleetModel | None = None,
     telemetry: TelemetryStore | None = None,
     store: RiskStore | None = None,
+    components: Sequence[str] | None = None,
 ) -> ScoreResult:
-    """Score every trained component up to ``until``, publish the scores, call hooks.
+    """Score trained components up to ``until``, publish the scores, call hooks.
 
     Parameters
     ----------
@@ -222,6 +223,10 @@ def score(
         Decide and record hook calls without sending them.
     fleet, telemetry, store : optional
         Already-open model, telemetry store and risk store; loaded when None.
+    components : sequence of str or None, default=None
+        Score only these components (one shard of the fleet); None scores every
+        trained component. Each component is scored the same way whichever shard it
+        is in.
 
     Returns
     -------
@@ -232,7 +237,7 @@ def score(
     fleet = fleet or load_champion(settings)
     telemetry = telemetry or open_telemetry(settings)
     store = store or open_risk_store(settings)
-    components = sorted(fleet.components)
+    components = _select_components(fleet, components)
     until = until if until is not None else latest_telemetry_time(telemetry, components)
     result = ScoreResult(until=until)
     if until is None:
@@ -277,6 +282,18 @@ def score(
         time.perf_counter() - started,
     )
     return result
+
+
+def _select_components(fleet: FleetModel, names: Sequence[str] | None) -> list[str]:
+    if names is None:
+        return sorted(fleet.components)
+    unknown = sorted(set(names) - set(fleet.components))
+    if unknown:
+        raise ConfigError(
+            f"component {unknown[0]!r} has no trained model in {fleet.version or 'the fleet'}; "
+            f"trained components: {len(fleet.components)}"
+        )
+    return sorted(set(names))
 
 
 def labeled_failures(settings: Settings) -> dict[str, list[LabeledFailure]]:

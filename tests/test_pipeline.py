@@ -14,6 +14,7 @@ import pytest
 
 from predictor import pipeline
 from predictor.config import load_settings
+from predictor.exceptions import ConfigError
 from predictor.store import RiskStore
 
 NAB_FILE = "nab/realKnownCause/ec2_request_latency_system_failure.csv"
@@ -264,3 +265,20 @@ def test_silence_marked_once_as_unknown(trained):
     assert latest["level"] == "unknown"
     assert latest["stale"]
     assert last_row < latest["scored_at"] <= last_row + pd.Timedelta(minutes=20)
+
+
+def test_score_rejects_component_without_model(trained):
+    settings, _ = trained
+
+    with pytest.raises(ConfigError, match="'gpu-07' has no trained model"):
+        pipeline.score(settings, components=["gpu-07"])
+
+
+def test_score_of_named_components_equals_full_pass(trained):
+    settings, _ = trained
+
+    result = pipeline.score(settings, components=["ec2-latency"])
+
+    assert result.components_scored == 1
+    assert result.scores_written > 0
+    assert pipeline.score(settings).scores_written == 0
