@@ -61,6 +61,14 @@ class ModelNotFoundError(PredictorUserError, LookupError):
     """No trained model is available where scoring expects one."""
 
 
+class UntrustedModelError(PredictorUserError):
+    """A model file holds a type that the project does not trust to load."""
+
+
+class ModelLifecycleError(PredictorUserError):
+    """A registry operation cannot be done: no such version, nothing to roll back to."""
+
+
 class HookError(PredictorError):
     """A failover hook could not be delivered."""
 

@@ -1,0 +1,246 @@
+"""Save and load fitted fleet models in the skops format, without pickle.
+
+A skops file stores each object as its type name and its attributes. Loading rebuilds
+only types that skops trusts by default (builtins, numpy, most of scikit-learn) or that
+:data:`TRUSTED_TYPES` lists. A file that holds any other type is refused with
+:class:`~predictor.exceptions.UntrustedModelError`, which names the type, so a model
+file from an untrusted place cannot run code on load.
+
+skops cannot store pandas objects, so the few that a fitted model holds (training
+start and end times, the grid step of a forecaster, a forecaster's fitted values) are
+written as :class:`EncodedTimestamp`, :class:`EncodedTimedelta` and
+:class:`EncodedSeries` and turned back into the same pandas objects on load.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from predictor.exceptions import UntrustedModelError
+from predictor.model import FleetModel
+
+logger = logging.getLogger(__name__)
+
+#: Types beyond skops' defaults that a fleet model file may hold: the project's own
+#: model classes, the PyOD detectors the ensemble can build, and the scikit-learn
+#: estimators inside them. Everything else is refused on load.
+TRUSTED_TYPES: tuple[str, ...] = (
+    "predictor.model.FleetModel",
+    "predictor.model.ComponentModel",
+    "predictor.detect.ensemble.AnomalyEnsemble",
+    "predictor.detect.statistical.RobustZScore",
+    "predictor.detect._tail.TailProbability",
+    "predictor.detect._members.RowwiseECOD",
+    "predictor.detect._members.RowwiseCOPOD",
+    "predictor.detect._members.VaryingColumnsPCA",
+    "predictor.forecast.exponential.DegradationForecaster",
+    "predictor.lifecycle.serialization.EncodedTimestamp",
+    "predictor.lifecycle.serialization.EncodedTimedelta",
+    "predictor.lifecycle.serialization.EncodedSeries",
+    "pyod.models.iforest.IForest",
+    "pyod.models.knn.KNN",
+    "pyod.models.lof.LOF",
+    "pyod.models.abod.ABOD",
+    "pyod.models.hbos.HBOS",
+    "sklearn.ensemble._iforest.IsolationForest",
+    "sklearn.tree._classes.ExtraTreeRegressor",
+    "sklearn.tree._tree.Tree",
+    "sklearn.neighbors._unsupervised.NearestNeighbors",
+    "sklearn.neighbors._lof.LocalOutlierFactor",
+    "sklearn.neighbors._kd_tree.KDTree",
+    "sklearn.neighbors._ball_tree.BallTree",
+    "sklearn.metrics._dist_metrics.EuclideanDistance64",
+    "sklearn.metrics._dist_metrics.MinkowskiDistance64",
+    "sklearn.metrics._dist_metrics.ManhattanDistance64",
+    "sklearn.decomposition._pca.PCA",
+    "sklearn.preprocessing._data.StandardScaler",
+)
+
+_OWN_MODULE_PREFIX = "predictor."
+
+
+@dataclass
+class EncodedTimestamp:
+    """A :class:`pandas.Timestamp` as nanoseconds since the epoch, its zone and unit."""
+
+    nanoseconds: int
+    tz: str | None
+    unit: str
+
+    def decode(self) -> pd.Timestamp:
+        """Return the timestamp this was encoded from."""
+        stamp = pd.Timestamp(self.nanoseconds, unit="ns", tz="UTC")
+        stamp = stamp.tz_convert(self.tz) if self.tz else stamp.tz_localize(None)
+        return stamp.as_unit(self.unit)
+
+
+@dataclass
+class EncodedTimedelta:
+    """A :class:`pandas.Timedelta` as nanoseconds and its unit."""
+
+    nanoseconds: int
+    unit: str
+
+    def decode(self) -> pd.Timedelta:
+        """Return the timedelta this was encoded from."""
+        return pd.Timedelta(self.nanoseconds, unit="ns").as_unit(self.unit)
+
+
+@dataclass
+class EncodedSeries:
+    """A :class:`pandas.Series` on a :class:`pandas.DatetimeIndex`, as numpy arrays."""
+
+    values: np.ndarray
+    index_nanoseconds: np.ndarray
+    index_tz: str | None
+    index_unit: str
+    index_freq: str | None
+    index_name: str | None
+    name: str | None
+
+    def decode(self) -> pd.Series:
+        """Return the series this was encoded from."""
+        index = pd.DatetimeIndex(self.index_nanoseconds.astype("datetime64[ns]"))
+        if self.index_tz:
+            index = index.tz_localize("UTC").tz_convert(self.index_tz)
+        index = index.as_unit(self.index_unit)
+        if self.index_freq:
+            index.freq = self.index_freq
+        index.name = self.index_name
+        return pd.Series(self.values, index=index, name=self.name)
+
+
+def _encode(value: Any, where: str) -> Any:
+    """Return ``value`` with its pandas objects replaced by encoded ones.
+
+    The project's own objects are copied shallowly, so the fitted model passed in is
+    not changed; other objects (numpy, scikit-learn, PyOD) are returned as they are.
+    """
+    if isinstance(value, pd.Timestamp):
+        return EncodedTimestamp(int(value.value), str(value.tz) if value.tz else None, value.unit)
+    if isinstance(value, pd.Timedelta):
+        return EncodedTimedelta(int(value.value), value.unit)
+    if isinstance(value, pd.Series):
+        return _encode_series(value, where)
+    if isinstance(value, pd.DataFrame | pd.Index):
+        raise TypeError(
+            f"{where}: a {type(value).__name__} cannot be saved in a model file; "
+            "store it as numpy arrays"
+        )
+    if isinstance(value, dict):
+        return {key: _encode(item, f"{where}[{key!r}]") for key, item in value.items()}
+    if isinstance(value, list):
+        return [_encode(item, f"{where}[{i}]") for i, item in enumerate(value)]
+    if isinstance(value, tuple):
+        return tuple(_encode(item, f"{where}[{i}]") for i, item in enumerate(value))
+    if type(value).__module__.startswith(_OWN_MODULE_PREFIX) and hasattr(value, "__dict__"):
+        clone = copy.copy(value)
+        for name, item in vars(value).items():
+            setattr(clone, name, _encode(item, f"{where}.{name}"))
+        return clone
+    return value
+
+
+def _encode_series(series: pd.Series, where: str) -> EncodedSeries:
+    index = series.index
+    if not isinstance(index, pd.DatetimeIndex):
+        raise TypeError(
+            f"{where}: only a Series on a DatetimeIndex can be saved in a model file, "
+            f"got an index of type {type(index).__name__}"
+        )
+    return EncodedSeries(
+        values=series.to_numpy(copy=True),
+        index_nanoseconds=index.as_unit("ns").asi8.copy(),
+        index_tz=str(index.tz) if index.tz else None,
+        index_unit=index.unit,
+        index_freq=index.freqstr,
+        index_name=None if index.name is None else str(index.name),
+        name=None if series.name is None else str(series.name),
+    )
+
+
+def _decode(value: Any) -> Any:
+    """Turn the encoded pandas objects inside a loaded model back into pandas objects."""
+    if isinstance(value, EncodedTimestamp | EncodedTimedelta | EncodedSeries):
+        return value.decode()
+    if isinstance(value, dict):
+        return {key: _decode(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_decode(item) for item in value]
+    if isinstance(value, tuple):
+        return tuple(_decode(item) for item in value)
+    if type(value).__module__.startswith(_OWN_MODULE_PREFIX) and hasattr(value, "__dict__"):
+        for name, item in vars(value).items():
+            setattr(value, name, _decode(item))
+    return value
+
+
+def save_fleet(fleet: FleetModel, path: str | Path) -> Path:
+    """Write ``fleet`` to ``path`` in the skops format.
+
+    Parameters
+    ----------
+    fleet : FleetModel
+    path : str or Path
+        The file to write; its folder must exist.
+
+    Returns
+    -------
+    Path
+        The written file.
+
+    Raises
+    ------
+    TypeError
+        If the model holds a pandas object other than a Timestamp, a Timedelta or a
+        Series on a DatetimeIndex; the message names the attribute.
+    """
+    import skops.io as sio
+
+    path = Path(path)
+    sio.dump(_encode(fleet, "fleet"), path)
+    logger.debug("serialization: wrote %d components to %s", len(fleet.components), path)
+    return path
+
+
+def untrusted_types(path: str | Path) -> list[str]:
+    """Return the types in a skops file that neither skops nor the project trusts."""
+    import skops.io as sio
+
+    found = sio.get_untrusted_types(file=Path(path))
+    return sorted(name for name in found if name not in TRUSTED_TYPES)
+
+
+def load_fleet(path: str | Path) -> FleetModel:
+    """Load a fleet model written by :func:`save_fleet`.
+
+    Raises
+    ------
+    UntrustedModelError
+        If the file holds a type outside skops' defaults and :data:`TRUSTED_TYPES`.
+    FileNotFoundError
+        If ``path`` does not exist.
+    """
+    import skops.io as sio
+
+    path = Path(path)
+    refused = untrusted_types(path)
+    if refused:
+        raise UntrustedModelError(
+            f"{path}: refusing to load untrusted types {refused}; a fleet model file may "
+            "hold only skops' default types and predictor.lifecycle.serialization.TRUSTED_TYPES"
+        )
+    found = sio.get_untrusted_types(file=path)
+    fleet = _decode(sio.load(path, trusted=found))
+    if not isinstance(fleet, FleetModel):
+        raise UntrustedModelError(
+            f"{path}: expected a FleetModel, the file holds a {type(fleet).__name__}"
+        )
+    return fleet
