@@ -1,4 +1,5 @@
-"""Command line: ``predictor ingest | train | score | calibrate | run | backtest | report``.
+"""Command line: ``predictor ingest | train | score | calibrate | run | backtest | report``,
+and ``predictor models list | promote | rollback``.
 
 A user mistake (missing file, unknown config key, bad value) exits with code 2 and one
 line on stderr. An unexpected failure keeps its traceback, because that is a bug.
@@ -120,6 +121,11 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="NAME",
         help="train only this component (repeatable)",
     )
+    train.add_argument(
+        "--no-gate",
+        action="store_true",
+        help="promote the new models to champion without comparing them on a holdout",
+    )
 
     score = commands.add_parser("score", help="score new telemetry, publish risk, call hooks")
     score.add_argument(
@@ -205,6 +211,19 @@ def build_parser() -> argparse.ArgumentParser:
         help="span in rows of the weighted trailing mean of every detector's surprise "
         "(default: model.smoothing_span of the configuration; 1 means none)",
     )
+    models = commands.add_parser("models", help="list, promote and roll back registered models")
+    models_commands = models.add_subparsers(dest="models_command", metavar="ACTION")
+    models_commands.required = True
+    models_commands.add_parser(
+        "list", help="every version: aliases, MLflow run, gate metrics, status"
+    )
+    promote = models_commands.add_parser("promote", help="make a version the champion")
+    promote.add_argument("version", metavar="VERSION", help="NAME/N, or N with --model")
+    promote.add_argument("--model", help="registered model name (needed when there are several)")
+    rollback = models_commands.add_parser(
+        "rollback", help="point champion back at the previous champion version"
+    )
+    rollback.add_argument("--model", help="registered model name (needed when there are several)")
     report = commands.add_parser(
         "report", help="write the backtest and risk-store figures as one HTML page"
     )
@@ -270,11 +289,49 @@ def _cmd_train(args: argparse.Namespace) -> int:
     from predictor import pipeline
 
     settings = _settings(args)
-    result = pipeline.train(settings, args.until, args.lookback_days, args.components)
-    print(
-        f"trained {len(result.components)} components in {result.metrics['train_seconds']:.1f} s; "
-        f"MLflow run {result.run_id}, model {result.model_version} (champion)"
+    result = pipeline.train(
+        settings, args.until, args.lookback_days, args.components, gate=not args.no_gate
     )
+    print(
+        f"trained {len(result.components)} components in {result.metrics['train_seconds']:.1f} s"
+    )
+    for group in result.groups:
+        print(f"{group.label}: {group.decision} (MLflow run {group.run_id}): {group.reason}")
+    return 0
+
+
+def _cmd_models(args: argparse.Namespace) -> int:
+    from predictor.lifecycle import registry
+    from predictor.report import format_table
+
+    settings = _settings(args)
+    if args.models_command == "list":
+        versions = registry.list_versions(settings)
+        if not versions:
+            raise PredictorUserError(
+                f"no registered model in {settings.mlflow_tracking_uri}; run `predictor train`"
+            )
+        rows = [
+            (
+                info.name,
+                info.version,
+                ",".join(info.aliases) or "-",
+                info.run_id,
+                " ".join(f"{k}={v:.4g}" for k, v in sorted(info.gate_metrics.items())) or "-",
+                info.status or "-",
+            )
+            for info in versions
+        ]
+        print(format_table(("model", "version", "aliases", "run", "gate", "status"), rows))
+        return 0
+    if args.models_command == "promote":
+        name, version = registry.resolve_version(settings, args.version, args.model)
+        before = registry.promote(settings, name, version, "promoted by hand")
+        print(f"{name}/{version} is champion (was {before or 'none'})")
+        return 0
+    name = registry.resolve_model(settings, args.model)
+    current, target = registry.rollback(settings, name)
+    print(f"{name}: champion rolled back from version {current} to {target}")
     return 0
 
 
@@ -335,10 +392,9 @@ def _cmd_run(args: argparse.Namespace) -> int:
     )
 
     trained = pipeline.train(settings)
-    print(
-        f"\ntrained {len(trained.components)} components; MLflow run {trained.run_id}, "
-        f"model {trained.model_version}"
-    )
+    print(f"\ntrained {len(trained.components)} components")
+    for group in trained.groups:
+        print(f"{group.label}: {group.decision} (MLflow run {group.run_id})")
 
     results = pipeline.replay(settings, pd.Timedelta(hours=args.chunk_hours), dry_run=args.dry_run)
     written = sum(result.scores_written for result in results)
@@ -484,6 +540,7 @@ COMMANDS = {
     "run": _cmd_run,
     "backtest": _cmd_backtest,
     "report": _cmd_report,
+    "models": _cmd_models,
 }
 
 

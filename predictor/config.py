@@ -137,6 +137,28 @@ class LevelConfig:
 
 
 @dataclass(frozen=True)
+class LifecycleConfig:
+    """The quality gate between a newly trained model and the serving champion.
+
+    Attributes
+    ----------
+    holdout_days : float or None
+        Length of the holdout window that ends at the training cut-off. None uses the
+        last ``holdout_fraction`` of each component's training window instead.
+    holdout_fraction : float
+        Share of each component's training window held out when ``holdout_days`` is None.
+    tolerance : float
+        How much worse than the champion a challenger may be and still be promoted: the
+        largest drop of AUC-PR, or the largest rise of the alarm rate, as an absolute
+        difference in [0, 1).
+    """
+
+    holdout_days: float | None = None
+    holdout_fraction: float = 0.2
+    tolerance: float = 0.02
+
+
+@dataclass(frozen=True)
 class HookConfig:
     """A failover hook: where to send a level change and how often at most."""
 
@@ -169,6 +191,7 @@ class Settings:
     model: ModelConfig = field(default_factory=ModelConfig)
     levels: LevelConfig = field(default_factory=LevelConfig)
     hooks: tuple[HookConfig, ...] = ()
+    lifecycle: LifecycleConfig = field(default_factory=LifecycleConfig)
     registered_model_name: str = "predictor-fleet"
     experiment_name: str = "predictor"
 
@@ -224,10 +247,11 @@ def _apply_env_overrides(raw: dict[str, Any], environ: Mapping[str, str]) -> Non
             continue
         section, _, key = name[len("PREDICTOR_") :].partition("__")
         section, key = section.lower(), key.lower()
-        if section not in ("model", "levels"):
+        if section not in ("model", "levels", "lifecycle"):
             raise ConfigError(
                 f"environment variable {name}: unknown section {section!r}; "
-                "expected PREDICTOR_MODEL__<KEY> or PREDICTOR_LEVELS__<KEY>"
+                "expected PREDICTOR_MODEL__<KEY>, PREDICTOR_LEVELS__<KEY> or "
+                "PREDICTOR_LIFECYCLE__<KEY>"
             )
         raw.setdefault(section, {})[key] = _parse_env_value(value)
 
@@ -326,6 +350,23 @@ def _validate_levels(levels: LevelConfig) -> None:
             raise ConfigError(
                 f"levels.{key}: expected an integer >= 1, got {getattr(levels, key)!r}"
             )
+
+
+def _validate_lifecycle(lifecycle: LifecycleConfig) -> None:
+    if lifecycle.holdout_days is not None and lifecycle.holdout_days <= 0:
+        raise ConfigError(
+            f"lifecycle.holdout_days: expected a positive number of days, "
+            f"got {lifecycle.holdout_days!r}"
+        )
+    if not 0.0 < lifecycle.holdout_fraction < 1.0:
+        raise ConfigError(
+            f"lifecycle.holdout_fraction: expected a number in (0, 1), "
+            f"got {lifecycle.holdout_fraction!r}"
+        )
+    if not 0.0 <= lifecycle.tolerance < 1.0:
+        raise ConfigError(
+            f"lifecycle.tolerance: expected a number in [0, 1), got {lifecycle.tolerance!r}"
+        )
 
 
 def _validate_source(source: SourceConfig, where: str) -> None:
@@ -428,6 +469,7 @@ def _parse_settings(raw: dict[str, Any], path: Path | None, env: Mapping[str, st
         "model",
         "levels",
         "hooks",
+        "lifecycle",
     }
     unknown = sorted(set(raw) - known_sections)
     if unknown:
@@ -476,6 +518,8 @@ def _parse_settings(raw: dict[str, Any], path: Path | None, env: Mapping[str, st
     _validate_model(model)
     levels = _build(LevelConfig, raw.get("levels", {}), "levels", base)
     _validate_levels(levels)
+    lifecycle = _build(LifecycleConfig, raw.get("lifecycle", {}), "lifecycle", base)
+    _validate_lifecycle(lifecycle)
 
     return Settings(
         home=home,
@@ -489,6 +533,7 @@ def _parse_settings(raw: dict[str, Any], path: Path | None, env: Mapping[str, st
         model=model,
         levels=levels,
         hooks=hooks,
+        lifecycle=lifecycle,
         registered_model_name=registered_model_name,
         experiment_name=experiment_name,
     )

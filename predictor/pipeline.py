@@ -19,6 +19,17 @@ import pandas as pd
 from predictor.config import Settings, SourceConfig
 from predictor.exceptions import ConfigError, PredictorUserError
 from predictor.hooks import dispatch_hooks
+from predictor.lifecycle import registry
+from predictor.lifecycle.gate import GroupTraining, train_group
+from predictor.lifecycle.runs import log_calibration_run
+from predictor.lifecycle.serving import (
+    ROLE_CHAMPION,
+    ROLE_STATISTICAL,
+    Candidate,
+    ServingSet,
+    fit_statistical,
+    load_serving,
+)
 from predictor.model import FleetModel
 from predictor.progress import progress
 from predictor.risk_calibration import (
@@ -28,7 +39,7 @@ from predictor.risk_calibration import (
     load_risk_calibration,
     save_risk_calibration,
 )
-from predictor.scoring import score_component
+from predictor.scoring import ComponentScores, score_component
 from predictor.store import RiskStore
 from predictor.telemetry import (
     IngestSummary,
@@ -38,8 +49,7 @@ from predictor.telemetry import (
     labeled_component,
     read_labels,
 )
-from predictor.tracking import load_champion, log_calibration_run, log_training_run
-from predictor.training import TrainingWindow, train_fleet
+from predictor.training import TrainingWindow
 
 logger = logging.getLogger(__name__)
 
@@ -48,12 +58,29 @@ TRAINING_WINDOWS_FILE = "training_windows.json"
 
 @dataclass
 class TrainResult:
-    """Outcome of a training run."""
+    """Outcome of a training run.
+
+    Attributes
+    ----------
+    run_id : str
+        The MLflow run of the trained model; with several registered models (component
+        groups), their runs joined by commas.
+    model_version : str
+        ``"<name>/<version>"`` of the registered version, joined by commas likewise.
+    components : list of str
+        The trained components.
+    metrics : dict
+        Training metrics, summed over the groups.
+    groups : list of GroupTraining
+        Per registered model: its version, whether the gate promoted or rejected it,
+        and why.
+    """
 
     run_id: str
     model_version: str
     components: list[str]
     metrics: dict[str, float]
+    groups: list[GroupTraining] = field(default_factory=list)
 
 
 @dataclass
@@ -65,6 +92,8 @@ class ScoreResult:
     components_scored: int = 0
     hook_calls: int = 0
     failed_components: dict[str, str] = field(default_factory=dict)
+    shadow_scores_written: int = 0
+    fallbacks: dict[str, str] = field(default_factory=dict)
 
 
 def open_telemetry(settings: Settings) -> TelemetryStore:
@@ -176,21 +205,79 @@ def train(
     until: pd.Timestamp | None = None,
     lookback_days: float | None = None,
     components: Sequence[str] | None = None,
+    *,
+    gate: bool = True,
 ) -> TrainResult:
-    """Train every component's models and log them to MLflow as the new champion."""
+    """Train every component group's model, register it and run the quality gate.
+
+    Each registered model (see :mod:`predictor.lifecycle.registry` for the names) gets
+    one MLflow run and version. The first version becomes ``champion`` directly; a later
+    one becomes ``challenger``, is compared with the champion on a holdout window (see
+    :mod:`predictor.lifecycle.gate`) and is promoted only when it passes.
+
+    Parameters
+    ----------
+    settings : Settings
+    until, lookback_days : optional
+        Training window, as in :func:`training_windows`.
+    components : sequence of str or None, default=None
+        Train only these components; None trains every component in the store.
+    gate : bool, default=True
+        False promotes every new version without the holdout comparison.
+
+    Raises
+    ------
+    PredictorUserError
+        If no component had training data.
+    """
     telemetry = open_telemetry(settings)
     windows = training_windows(settings, until, lookback_days)
-    fleet, metrics = train_fleet(settings, telemetry, windows, components)
-    if not fleet.components:
+    names = sorted(components) if components is not None else telemetry.components()
+    if not names:
+        raise PredictorUserError(f"no telemetry in {telemetry.root}; run `predictor ingest` first")
+    failures = labeled_failures(settings)
+    outcomes = []
+    for name, members in registry.component_groups(settings, names).items():
+        outcome = train_group(settings, telemetry, windows, name, members, failures, gate=gate)
+        if outcome is not None:
+            outcomes.append(outcome)
+    if not outcomes:
         raise PredictorUserError("no component had training data; nothing was trained")
-    run_id, version = log_training_run(
-        settings,
-        fleet,
-        params=fleet.params,
+    metrics: dict[str, float] = {}
+    for outcome in outcomes:
+        for key, value in outcome.metrics.items():
+            metrics[key] = metrics.get(key, 0.0) + value
+    return TrainResult(
+        run_id=",".join(outcome.run_id for outcome in outcomes),
+        model_version=",".join(outcome.label for outcome in outcomes),
+        components=sorted(c for outcome in outcomes for c in outcome.components),
         metrics=metrics,
-        tags={"predictor.components": str(len(fleet.components))},
+        groups=outcomes,
     )
-    return TrainResult(run_id, version, sorted(fleet.components), metrics)
+
+
+def load_champion(settings: Settings) -> FleetModel:
+    """Load the champions of every registered model as one fleet model.
+
+    With one registered model its ``version`` is ``"<name>/<version>"``; with several
+    the labels are joined by commas.
+
+    Raises
+    ------
+    ModelNotFoundError
+        If no registered model has a champion.
+    """
+    serving = load_serving(settings)
+    merged = FleetModel()
+    labels = []
+    for group in serving.groups:
+        assert group.champion is not None
+        fleet = registry.load_version(settings, group.name, group.champion)
+        merged.components.update(fleet.components)
+        merged.params = fleet.params
+        labels.append(fleet.version)
+    merged.version = ",".join(labels)
+    return merged
 
 
 def latest_telemetry_time(
@@ -211,6 +298,8 @@ def score(
     telemetry: TelemetryStore | None = None,
     store: RiskStore | None = None,
     components: Sequence[str] | None = None,
+    serving: ServingSet | None = None,
+    shadow: bool = True,
 ) -> ScoreResult:
     """Score trained components up to ``until``, publish the scores, call hooks.
 
@@ -221,23 +310,33 @@ def score(
         Last time to score; None scores up to the newest telemetry in the store.
     dry_run : bool, default=False
         Decide and record hook calls without sending them.
-    fleet, telemetry, store : optional
-        Already-open model, telemetry store and risk store; loaded when None.
+    fleet : FleetModel or None, default=None
+        Score with this model as the only champion instead of the registry's.
+    telemetry, store : optional
+        Already-open telemetry store and risk store; opened when None.
     components : sequence of str or None, default=None
         Score only these components (one shard of the fleet); None scores every
         trained component. Each component is scored the same way whichever shard it
         is in.
+    serving : ServingSet or None, default=None
+        Already-read registry aliases (see :func:`predictor.lifecycle.serving.load_serving`),
+        so a replay loads each model once.
+    shadow : bool, default=True
+        Also score with each group's challenger, when it is not the champion, into
+        ``shadow_scores``. Shadow scores never call hooks.
 
     Returns
     -------
     ScoreResult
-        Counts, and the components whose scoring failed with the error, so one bad
-        component does not stop the others from publishing.
+        Counts, the components whose scoring failed with the error, so one bad
+        component does not stop the others from publishing, and the components that
+        were scored by a fallback model with the model used.
     """
-    fleet = fleet or load_champion(settings)
+    if serving is None:
+        serving = ServingSet.from_fleet(settings, fleet) if fleet else load_serving(settings)
     telemetry = telemetry or open_telemetry(settings)
     store = store or open_risk_store(settings)
-    components = _select_components(fleet, components)
+    components = _select_components(serving.resolve_components(telemetry), components)
     until = until if until is not None else latest_telemetry_time(telemetry, components)
     result = ScoreResult(until=until)
     if until is None:
@@ -247,24 +346,23 @@ def score(
     calibration = active_calibration(settings)
     started = time.perf_counter()
     for component in components:
-        model = fleet.components[component]
-        try:
-            scored = score_component(
-                model,
-                telemetry,
-                store.last_score(component),
-                until,
-                settings,
-                fleet.version,
-                calibration,
-            )
-        except (ValueError, KeyError, FloatingPointError) as error:
-            logger.exception("score: component %s failed; other components go on", component)
-            result.failed_components[component] = str(error)
+        last_score = store.last_score(component)
+        scored, used = _score_with_fallback(
+            settings, serving, component, telemetry, last_score, until, calibration
+        )
+        if scored is None:
+            result.failed_components[component] = used.error or "no model could score"
             continue
+        if used.role != ROLE_CHAMPION:
+            result.fallbacks[component] = used.label
+        if shadow:
+            result.shadow_scores_written += _shadow_score(
+                settings, serving, component, telemetry, store, until, calibration
+            )
         if scored.records.empty:
             continue
-        result.scores_written += store.write_scores(scored.records)
+        records = scored.records.assign(model_role=used.role)
+        result.scores_written += store.write_scores(records)
         result.components_scored += 1
         if scored.events and settings.hooks:
             calls = dispatch_hooks(
@@ -273,25 +371,121 @@ def score(
             result.hook_calls += len(calls)
 
     logger.info(
-        "score: %d components, %d scores written, %d hook calls, %d failed, up to %s in %.1f s",
+        "score: %d components, %d scores written, %d hook calls, %d failed, "
+        "%d on a fallback model, %d shadow scores, up to %s in %.1f s",
         result.components_scored,
         result.scores_written,
         result.hook_calls,
         len(result.failed_components),
+        len(result.fallbacks),
+        result.shadow_scores_written,
         until,
         time.perf_counter() - started,
     )
     return result
 
 
-def _select_components(fleet: FleetModel, names: Sequence[str] | None) -> list[str]:
+def _score_with_fallback(
+    settings: Settings,
+    serving: ServingSet,
+    component: str,
+    telemetry: TelemetryStore,
+    last_score: dict | None,
+    until: pd.Timestamp,
+    calibration: RiskCalibration | None,
+) -> tuple[ComponentScores | None, Candidate]:
+    """Score with the champion, else the previous champion, else the statistical detector.
+
+    Returns the scores and the candidate that produced them, or None and the last
+    candidate with its error when none could score.
+    """
+    failed: Candidate | None = None
+    for candidate in [*serving.candidates(component), None]:
+        if candidate is None:
+            end = _fallback_end(settings, component, last_score)
+            if end is None:
+                break
+            candidate = fit_statistical(settings, telemetry, component, end)
+        if candidate.model is not None:
+            try:
+                scored = score_component(
+                    candidate.model,
+                    telemetry,
+                    last_score,
+                    until,
+                    settings,
+                    candidate.label,
+                    calibration,
+                )
+            except Exception as error:  # any failure of a model moves on to the next one
+                candidate.error = f"{type(error).__name__}: {error}"
+            else:
+                return scored, candidate
+        logger.warning(
+            "score: component %s: %s %s failed: %s; falling back",
+            component,
+            candidate.role,
+            candidate.label,
+            candidate.error,
+        )
+        failed = candidate
+        if candidate.role == ROLE_STATISTICAL:
+            break
+    logger.error("score: component %s: no model could score it; other components go on", component)
+    return None, failed or Candidate(ROLE_STATISTICAL, "none", error="no model to score with")
+
+
+def _fallback_end(
+    settings: Settings, component: str, last_score: dict | None
+) -> pd.Timestamp | None:
+    """Return where the statistical fallback's training ends: the last score, else the
+    end of the component's recorded training window."""
+    if last_score is not None:
+        return pd.Timestamp(last_score["scored_at"])
+    window = training_windows(settings).get(component)
+    return window.end if window is not None else None
+
+
+def _shadow_score(
+    settings: Settings,
+    serving: ServingSet,
+    component: str,
+    telemetry: TelemetryStore,
+    store: RiskStore,
+    until: pd.Timestamp,
+    calibration: RiskCalibration | None,
+) -> int:
+    """Score ``component`` with its group's challenger into ``shadow_scores``; no hooks."""
+    challenger = serving.challenger(component)
+    if challenger is None or challenger.model is None:
+        return 0
+    try:
+        scored = score_component(
+            challenger.model,
+            telemetry,
+            store.last_score(component, shadow=True),
+            until,
+            settings,
+            challenger.label,
+            calibration,
+        )
+    except Exception:  # a failing challenger must not stop the published scores
+        logger.exception(
+            "score: component %s: challenger %s failed in shadow", component, challenger.label
+        )
+        return 0
+    if scored.records.empty:
+        return 0
+    return store.write_scores(scored.records.assign(model_role=challenger.role), shadow=True)
+
+
+def _select_components(served: Sequence[str], names: Sequence[str] | None) -> list[str]:
     if names is None:
-        return sorted(fleet.components)
-    unknown = sorted(set(names) - set(fleet.components))
+        return sorted(served)
+    unknown = sorted(set(names) - set(served))
     if unknown:
         raise ConfigError(
-            f"component {unknown[0]!r} has no trained model in {fleet.version or 'the fleet'}; "
-            f"trained components: {len(fleet.components)}"
+            f"component {unknown[0]!r} has no trained model; trained components: {len(served)}"
         )
     return sorted(set(names))
 
@@ -397,9 +591,10 @@ def replay(
     Each cycle scores what a scheduled run at that time would have seen, so levels,
     hysteresis and hooks behave as they would live.
     """
-    fleet = load_champion(settings)
+    serving = load_serving(settings)
     telemetry = open_telemetry(settings)
     store = open_risk_store(settings)
+    fleet = load_champion(settings)
     if latest_telemetry_time(telemetry, sorted(fleet.components)) is None:
         raise PredictorUserError("no telemetry to replay; run `predictor ingest` first")
     cycle_ends = _replay_cycle_ends(fleet, telemetry, chunk)
@@ -407,7 +602,12 @@ def replay(
     for cycle_end in progress(cycle_ends, desc="replay", unit="cycle"):
         results.append(
             score(
-                settings, cycle_end, dry_run=dry_run, fleet=fleet, telemetry=telemetry, store=store
+                settings,
+                cycle_end,
+                dry_run=dry_run,
+                telemetry=telemetry,
+                store=store,
+                serving=serving,
             )
         )
     store.close()

@@ -77,31 +77,44 @@ class UTCDateTime(sa.types.TypeDecorator[dt.datetime]):
 
 metadata = sa.MetaData()
 
-scores_table = sa.Table(
-    "scores",
-    metadata,
-    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
-    sa.Column("component", sa.String(255), nullable=False),
-    sa.Column("group_name", sa.String(255), nullable=True),
-    sa.Column("scored_at", UTCDateTime(), nullable=False),
-    sa.Column("risk", sa.Float, nullable=True),
-    # The fused risk before calibration; equal to ``risk`` when ``calibrated`` is false.
-    sa.Column("raw_risk", sa.Float, nullable=True),
-    sa.Column("anomaly_score", sa.Float, nullable=True),
-    sa.Column("forecast_probability", sa.Float, nullable=True),
-    sa.Column("time_to_threshold_seconds", sa.Float, nullable=True),
-    sa.Column("level", sa.String(16), nullable=False),
-    sa.Column("previous_level", sa.String(16), nullable=True),
-    sa.Column("pending_level", sa.String(16), nullable=True),
-    sa.Column("pending_count", sa.Integer, nullable=False, default=0),
-    sa.Column("drivers", sa.Text, nullable=False, default="[]"),
-    sa.Column("model_version", sa.String(255), nullable=False),
-    sa.Column("calibrated", sa.Boolean, nullable=False, default=False),
-    sa.Column("stale", sa.Boolean, nullable=False, default=False),
-    sa.Column("created_at", UTCDateTime(), nullable=False),
-    sa.UniqueConstraint("component", "scored_at", name="uq_scores_component_scored_at"),
-    sa.Index("ix_scores_component_scored_at", "component", "scored_at"),
-)
+#: What ``model_version`` was in a score row: the champion, the previous champion or the
+#: statistical detector after a fallback, or the challenger in ``shadow_scores``.
+MODEL_ROLES = ("champion", "previous_champion", "statistical_fallback", "challenger")
+
+
+def _score_table(name: str) -> sa.Table:
+    return sa.Table(
+        name,
+        metadata,
+        sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+        sa.Column("component", sa.String(255), nullable=False),
+        sa.Column("group_name", sa.String(255), nullable=True),
+        sa.Column("scored_at", UTCDateTime(), nullable=False),
+        sa.Column("risk", sa.Float, nullable=True),
+        # The fused risk before calibration; equal to ``risk`` when ``calibrated`` is false.
+        sa.Column("raw_risk", sa.Float, nullable=True),
+        sa.Column("anomaly_score", sa.Float, nullable=True),
+        sa.Column("forecast_probability", sa.Float, nullable=True),
+        sa.Column("time_to_threshold_seconds", sa.Float, nullable=True),
+        sa.Column("level", sa.String(16), nullable=False),
+        sa.Column("previous_level", sa.String(16), nullable=True),
+        sa.Column("pending_level", sa.String(16), nullable=True),
+        sa.Column("pending_count", sa.Integer, nullable=False, default=0),
+        sa.Column("drivers", sa.Text, nullable=False, default="[]"),
+        sa.Column("model_version", sa.String(255), nullable=False),
+        sa.Column("calibrated", sa.Boolean, nullable=False, default=False),
+        sa.Column("stale", sa.Boolean, nullable=False, default=False),
+        sa.Column("created_at", UTCDateTime(), nullable=False),
+        # Added after the first release, so rows written before it read as NULL.
+        sa.Column("model_role", sa.String(32), nullable=True),
+        sa.UniqueConstraint("component", "scored_at", name=f"uq_{name}_component_scored_at"),
+        sa.Index(f"ix_{name}_component_scored_at", "component", "scored_at"),
+    )
+
+
+scores_table = _score_table("scores")
+#: Scores of a challenger that runs beside the champion; never published, no hooks.
+shadow_scores_table = _score_table("shadow_scores")
 
 hook_calls_table = sa.Table(
     "hook_calls",
@@ -138,6 +151,7 @@ _SCORE_DEFAULTS: dict[str, Any] = {
     "drivers": None,
     "calibrated": False,
     "stale": False,
+    "model_role": "champion",
 }
 
 
@@ -337,6 +351,7 @@ def _score_row(values: dict[str, Any], row: int, created_at: dt.datetime) -> dic
         "calibrated": _flag(values["calibrated"]),
         "stale": _flag(values["stale"]),
         "created_at": created_at,
+        "model_role": _model_role(values["model_role"], row),
     }
     for name in (
         "risk",
@@ -351,6 +366,16 @@ def _score_row(values: dict[str, Any], row: int, created_at: dt.datetime) -> dic
     return params
 
 
+def _model_role(value: Any, row: int) -> str:
+    text = _optional_str(value) or "champion"
+    if text not in MODEL_ROLES:
+        raise ValueError(
+            f"scores row {row}, column 'model_role': expected one of {list(MODEL_ROLES)}, "
+            f"got {value!r}"
+        )
+    return text
+
+
 def _flag(value: Any) -> bool:
     """Return a boolean column value, counting a missing value as False."""
     if value is None or value is pd.NA or (isinstance(value, float) and math.isnan(value)):
@@ -360,7 +385,7 @@ def _flag(value: Any) -> bool:
 
 def _batches(rows: Sequence[dict[str, Any]], size: int) -> Iterator[Sequence[dict[str, Any]]]:
     for start in range(0, len(rows), size):
-        yield rows[start:start + size]
+        yield rows[start : start + size]
 
 
 def _column_dtype(column: sa.Column[Any]) -> str:
@@ -441,6 +466,7 @@ class RiskStore:
             self.engine = sa.create_engine(url, pool_pre_ping=True)
         metadata.create_all(self.engine)
         _add_raw_risk_column(self.engine)
+        _add_model_role_column(self.engine)
         logger.debug("risk store opened at %s", parsed.render_as_string(hide_password=True))
 
     def _insert(self, table: sa.Table) -> Any:
@@ -452,7 +478,7 @@ class RiskStore:
             f"store url: expected a sqlite or postgresql database, got dialect {self._dialect!r}"
         )
 
-    def write_scores(self, records: pd.DataFrame) -> int:
+    def write_scores(self, records: pd.DataFrame, *, shadow: bool = False) -> int:
         """Insert scores in one transaction, skipping rows whose (component, scored_at) exist.
 
         Parameters
@@ -465,8 +491,12 @@ class RiskStore:
             ``pending_count`` (default 0), ``drivers`` (list of
             ``{"metric": ..., "contribution": ...}``, default empty), ``calibrated`` and
             ``stale`` (default False), ``raw_risk`` (the fused risk before calibration;
-            defaults to ``risk`` when ``calibrated`` is false). NaN in a number column is
-            stored as NULL. Other columns are ignored.
+            defaults to ``risk`` when ``calibrated`` is false), ``model_role`` (one of
+            ``champion``, ``previous_champion``, ``statistical_fallback``,
+            ``challenger``; default ``champion``). NaN in a number column is stored as
+            NULL. Other columns are ignored.
+        shadow : bool, default=False
+            Write to ``shadow_scores`` (a challenger's scores) instead of ``scores``.
 
         Returns
         -------
@@ -486,14 +516,17 @@ class RiskStore:
 
         # RETURNING counts the inserted rows on every dialect, because the driver's
         # rowcount after an executemany is not reliable everywhere.
-        statement = self._insert(scores_table).returning(scores_table.c.id)
+        table = shadow_scores_table if shadow else scores_table
+        statement = self._insert(table).returning(table.c.id)
         inserted = 0
         with self.engine.begin() as connection:
             for batch in _batches(rows, INSERT_BATCH_ROWS):
                 inserted += len(connection.execute(statement, list(batch)).all())
         logger.debug(
             "risk store: wrote %d of %d scores (%d already stored)",
-            inserted, len(rows), len(rows) - inserted,
+            inserted,
+            len(rows),
+            len(rows) - inserted,
         )
         return inserted
 
@@ -525,6 +558,8 @@ class RiskStore:
         component: str | None = None,
         since: Any = None,
         until: Any = None,
+        *,
+        shadow: bool = False,
     ) -> pd.DataFrame:
         """Return stored scores ordered by component and scoring time.
 
@@ -534,6 +569,8 @@ class RiskStore:
             Only this component; None returns all.
         since, until : datetime-like or None, default=None
             Inclusive bounds on ``scored_at``. They must be tz-aware.
+        shadow : bool, default=False
+            Read ``shadow_scores`` instead of ``scores``.
 
         Returns
         -------
@@ -541,25 +578,30 @@ class RiskStore:
             The ``scores`` columns, with ``scored_at`` and ``created_at`` as tz-aware UTC
             timestamps and ``drivers`` decoded to lists of dicts.
         """
-        query = sa.select(scores_table)
+        table = shadow_scores_table if shadow else scores_table
+        query = sa.select(table)
         if component is not None:
-            query = query.where(scores_table.c.component == component)
+            query = query.where(table.c.component == component)
         if since is not None:
-            query = query.where(scores_table.c.scored_at >= _to_utc(since, "since"))
+            query = query.where(table.c.scored_at >= _to_utc(since, "since"))
         if until is not None:
-            query = query.where(scores_table.c.scored_at <= _to_utc(until, "until"))
-        query = query.order_by(scores_table.c.component, scores_table.c.scored_at)
-        return self._read_scores(query)
+            query = query.where(table.c.scored_at <= _to_utc(until, "until"))
+        query = query.order_by(table.c.component, table.c.scored_at)
+        return self._read_scores(query, table)
 
-    def last_score(self, component: str) -> dict[str, Any] | None:
-        """Return the latest score of ``component`` as a dict of Python values, or None."""
+    def last_score(self, component: str, *, shadow: bool = False) -> dict[str, Any] | None:
+        """Return the latest score of ``component`` as a dict of Python values, or None.
+
+        With ``shadow=True`` the latest row of ``shadow_scores`` instead.
+        """
+        table = shadow_scores_table if shadow else scores_table
         query = (
-            sa.select(scores_table)
-            .where(scores_table.c.component == component)
-            .order_by(scores_table.c.scored_at.desc())
+            sa.select(table)
+            .where(table.c.component == component)
+            .order_by(table.c.scored_at.desc())
             .limit(1)
         )
-        frame = self._read_scores(query)
+        frame = self._read_scores(query, table)
         if frame.empty:
             return None
         row = frame.iloc[0].to_dict()
@@ -568,10 +610,10 @@ class RiskStore:
             for name, value in row.items()
         }
 
-    def _read_scores(self, query: sa.Select[Any]) -> pd.DataFrame:
+    def _read_scores(self, query: sa.Select[Any], table: sa.Table = scores_table) -> pd.DataFrame:
         with self.engine.connect() as connection:
             rows = connection.execute(query).mappings().all()
-        return _frame(rows, scores_table, "drivers")
+        return _frame(rows, table, "drivers")
 
     def record_hook_call(self, record: HookCallRecord) -> bool:
         """Insert one hook-call record unless one with the same (hook, idempotency_key) exists.
@@ -697,6 +739,16 @@ def _add_raw_risk_column(engine: Engine) -> None:
             .values(raw_risk=scores_table.c.risk)
         ).rowcount
     logger.info("risk store: added column scores.raw_risk, filled from risk in %d rows", filled)
+
+
+def _add_model_role_column(engine: Engine) -> None:
+    """Add ``scores.model_role`` to a table created before it existed; old rows stay NULL."""
+    columns = {column["name"] for column in sa.inspect(engine).get_columns("scores")}
+    if "model_role" in columns:
+        return
+    with engine.begin() as connection:
+        connection.execute(sa.text("ALTER TABLE scores ADD COLUMN model_role VARCHAR(32)"))
+    logger.info("risk store: added column scores.model_role")
 
 
 def _configure_sqlite(dbapi_connection: Any, _record: Any) -> None:

@@ -105,7 +105,10 @@ def test_train_logs_mlflow_run_and_registers_champion(trained):
     settings, _ = trained
     mlflow.set_tracking_uri(settings.mlflow_tracking_uri)
     client = mlflow.MlflowClient()
-    version = client.get_model_version_by_alias(settings.registered_model_name, "champion")
+    # The component's group "web" gives it its own registered model.
+    version = client.get_model_version_by_alias(
+        f"{settings.registered_model_name}-web", "champion"
+    )
     run = client.get_run(version.run_id)
 
     assert run.data.params["members"] == "iforest,ecod,knn,pca,robust_z"
@@ -118,7 +121,7 @@ def test_score_loads_model_from_mlflow(trained):
     fleet = pipeline.load_champion(settings)
 
     assert list(fleet.components) == ["ec2-latency"]
-    assert fleet.version == f"{settings.registered_model_name}/1"
+    assert fleet.version == f"{settings.registered_model_name}-web/1"
     assert "latency_ms" in fleet.components["ec2-latency"].forecasters
 
 
@@ -190,7 +193,8 @@ def test_scores_are_bounded_and_named(trained):
     assert scores["risk"].between(0, 1).all()
     assert scores["anomaly_score"].between(0, 1).all()
     assert set(scores["level"]) <= {"normal", "elevated", "high", "critical", "unknown"}
-    assert (scores["model_version"] == f"{settings.registered_model_name}/1").all()
+    assert (scores["model_version"] == f"{settings.registered_model_name}-web/1").all()
+    assert (scores["model_role"] == "champion").all()
     assert (scores["group_name"] == "web").all()
 
 
