@@ -51,7 +51,7 @@ on_levels = ["high", "critical"]
 cooldown_minutes = 0
 """
 
-# The challengers train up to this time; their 2-day holdout holds the labeled failure
+# The challengers train up to this time; their 2-day holdout contains the labeled failure
 # of 2014-03-14 09:06, so the gate compares AUC-PR.
 UNTIL = pd.Timestamp("2014-03-15T00:00Z")
 

@@ -7,10 +7,11 @@ before the holdout, so the holdout is out of sample for it, and nothing after th
 training cut-off is read. Champion and challenger score the same holdout grid points;
 only points where both give a score count.
 
-Metric. When labeled failures put at least one positive row in the holdout (a failure
-starting or ongoing within the horizon after the row, with the horizon ending by the
-cut-off), the gate compares the AUC-PR of the anomaly score for those targets, and the
-challenger passes when its AUC-PR is at least the champion's minus ``tolerance``.
+Metric. A holdout row is positive when a labeled failure starts or is ongoing within
+the horizon after it, and rows whose horizon ends after the cut-off are left out. When
+the holdout has at least one positive row, the gate compares the AUC-PR of the anomaly
+score. The challenger passes when its AUC-PR is at least the champion's minus
+``tolerance``.
 Otherwise the gate compares the alarm rate, the share of holdout points whose anomaly
 score reaches ``[levels] elevated``: holdout telemetry is mostly normal operation, so
 a better model raises fewer alarms there, and the challenger passes when its rate is
@@ -48,7 +49,7 @@ LABEL_FREE_METRIC = "alarm_rate"
 
 @dataclass
 class GateResult:
-    """How a challenger compared with the champion on the holdout.
+    """Comparison of a challenger with the champion on the holdout.
 
     Attributes
     ----------

@@ -126,7 +126,7 @@ def _signature(fleet: FleetModel):  # type: ignore[no-untyped-def]
 
 
 def _input_example(fleet: FleetModel):  # type: ignore[no-untyped-def]
-    """One row of the first component at its training medians, to document the input."""
+    """Build one input row of the first component at its training medians."""
     import pandas as pd
 
     component, model = next(iter(sorted(fleet.components.items())))

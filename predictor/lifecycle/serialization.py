@@ -2,7 +2,7 @@
 
 A skops file stores each object as its type name and its attributes. Loading rebuilds
 only types that skops trusts by default (builtins, numpy, most of scikit-learn) or that
-:data:`TRUSTED_TYPES` lists. A file that holds any other type is refused with
+:data:`TRUSTED_TYPES` lists. A file that contains any other type is rejected with
 :class:`~predictor.exceptions.UntrustedModelError`, which names the type, so a model
 file from an untrusted place cannot run code on load.
 
@@ -121,7 +121,7 @@ def _encode(value: Any, where: str) -> Any:
     """Return ``value`` with its pandas objects replaced by encoded ones.
 
     The project's own objects are copied shallowly, so the fitted model passed in is
-    not changed; other objects (numpy, scikit-learn, PyOD) are returned as they are.
+    not changed. Other objects (numpy, scikit-learn, PyOD) are returned as they are.
     """
     if isinstance(value, pd.Timestamp):
         return EncodedTimestamp(int(value.value), str(value.tz) if value.tz else None, value.unit)
@@ -199,7 +199,7 @@ def save_fleet(fleet: FleetModel, path: str | Path) -> Path:
     Raises
     ------
     TypeError
-        If the model holds a pandas object other than a Timestamp, a Timedelta or a
+        If the model contains a pandas object other than a Timestamp, a Timedelta or a
         Series on a DatetimeIndex; the message names the attribute.
     """
     import skops.io as sio
@@ -224,7 +224,7 @@ def load_fleet(path: str | Path) -> FleetModel:
     Raises
     ------
     UntrustedModelError
-        If the file holds a type outside skops' defaults and :data:`TRUSTED_TYPES`.
+        If the file contains a type outside skops' defaults and :data:`TRUSTED_TYPES`.
     FileNotFoundError
         If ``path`` does not exist.
     """
@@ -241,6 +241,6 @@ def load_fleet(path: str | Path) -> FleetModel:
     fleet = _decode(sio.load(path, trusted=found))
     if not isinstance(fleet, FleetModel):
         raise UntrustedModelError(
-            f"{path}: expected a FleetModel, the file holds a {type(fleet).__name__}"
+            f"{path}: expected a FleetModel, the file contains a {type(fleet).__name__}"
         )
     return fleet

@@ -2,10 +2,10 @@
 
 Each registered model contributes its champion, and its challenger when that is a
 different version (scored in shadow). When a group's champion cannot be loaded, or
-raises while scoring a component, that component is scored by the previous champion
-version; when that fails too, by the statistical detector alone: a robust z-score of
-the residual features (the ``robust_z`` ensemble member) fitted on the component's
-most recent ``FALLBACK_LOOKBACK`` of telemetry before the first point to score. Every
+raises while scoring a component, the previous champion version scores that component.
+When that fails too, the statistical detector alone scores it: a robust z-score of the
+residual features (the ``robust_z`` ensemble member), fitted on the component's
+``FALLBACK_LOOKBACK`` of telemetry before the first point to score. Every
 fallback logs a warning with the component, the failed version and the reason, and
 the score rows name the model used (``model_version``) and its role (``model_role``).
 """
