@@ -69,11 +69,14 @@ def test_demo_leaves_state_under_home(demo_run):
         levels = {row[0] for row in connection.execute("SELECT DISTINCT level FROM scores")}
     with sqlite3.connect(home / "mlflow.db") as connection:
         runs = connection.execute("SELECT COUNT(*) FROM runs").fetchone()[0]
+        models = {row[0] for row in connection.execute("SELECT name FROM registered_models")}
 
     assert scores > 50_000
     assert calls >= 1
     assert "critical" in levels
-    assert runs == 1
+    # The sample's groups "nab" and "smd" each get a registered model and a training run.
+    assert models == {"predictor-fleet-nab", "predictor-fleet-smd"}
+    assert runs == 2
 
 
 def test_demo_hook_requests_match_records(demo_run):

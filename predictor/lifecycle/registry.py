@@ -114,13 +114,12 @@ class RegisteredVersion:
 def _signature(fleet: FleetModel):  # type: ignore[no-untyped-def]
     """Input: ``component`` and every feature column (optional); output: the score."""
     from mlflow.models import ModelSignature
-    from mlflow.types.schema import ColSpec, Schema
+    from mlflow.types.schema import ColSpec, Schema, TensorSpec
 
     columns = sorted({c for model in fleet.components.values() for c in model.feature_columns})
-    inputs = Schema(
-        [ColSpec("string", "component")]
-        + [ColSpec("double", column, required=False) for column in columns]
-    )
+    specs: list[ColSpec | TensorSpec] = [ColSpec("string", "component")]
+    specs += [ColSpec("double", column, required=False) for column in columns]
+    inputs = Schema(specs)
     outputs = Schema([ColSpec("double", "anomaly_score")])
     return ModelSignature(inputs=inputs, outputs=outputs)
 

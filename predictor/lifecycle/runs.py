@@ -33,7 +33,7 @@ def log_calibration_run(settings: Settings, calibration: RiskCalibration, path: 
                 "components": ",".join(calibration.components)[:500],
             }
         )
-        metrics = {
+        metrics: dict[str, float] = {
             "n_rows": calibration.n_rows,
             "n_positive": calibration.n_positive,
             "n_failures": calibration.n_failures,
