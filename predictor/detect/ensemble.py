@@ -31,9 +31,9 @@ from predictor.features import feature_metric
 logger = logging.getLogger(__name__)
 
 DEFAULT_MEMBERS = ("iforest", "ecod", "knn", "pca", "robust_z")
-# How member surprises are combined per row: "max" keeps the most surprised member (the
-# smallest tail probability, Tippett's combination), "mean" averages them (Fisher's
-# combination up to a factor).
+# Combinations of the member surprises of a row: "max" keeps the most surprised member
+# (the smallest tail probability, Tippett's method), and "mean" is proportional to
+# Fisher's statistic -2 * sum(ln p).
 FUSIONS = ("max", "mean")
 DEFAULT_FUSION = "max"
 # Floors of each column's training spread: absolute in the units of X, and relative to
@@ -80,11 +80,11 @@ class AnomalyEnsemble(DetectorTagsMixin, BaseEstimator):
     tail_fraction : float, default=0.05
         Share of the highest training scores that each exponential tail is fitted to.
     fusion : {"max", "mean"}, default="max"
-        How the member surprises of a row are combined. ``"max"`` keeps the most surprised
+        Combination of the member surprises of a row. ``"max"`` keeps the most surprised
         member, so one member that recognises an anomaly is not diluted by members that
         carry little information about that series (on a single-metric stream, for
-        example). ``"mean"`` averages them, so a row scores high only when several members
-        agree. The second tail mapping calibrates either combination on the training rows.
+        example). ``"mean"`` averages them, so a row scores higher the more members find it
+        surprising. The second tail mapping calibrates either combination on the training rows.
     random_state : int, RandomState instance or None, default=None
         Seeds the isolation forest, the PCA solver and the row subset.
 
@@ -96,6 +96,8 @@ class AnomalyEnsemble(DetectorTagsMixin, BaseEstimator):
         Members dropped in :meth:`fit`, each with the reason.
     tails_ : dict of str to TailProbability
         Each kept member's tail fitted on its training scores.
+    fusion_ : str
+        The ``fusion`` the ensemble was fitted with.
     fused_tail_ : TailProbability
         The tail of the fused training surprise.
     zscore_ : RobustZScore

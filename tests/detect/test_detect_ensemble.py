@@ -293,7 +293,7 @@ def test_fusion_skips_non_finite_members_per_row(fusion, expected):
 
 
 @pytest.mark.parametrize("fusion", ["max", "mean"])
-def test_ensemble_fused_surprise_combines_member_surprise(toy, fusion):
+def test_fused_surprise_combines_members(toy, fusion):
     _, train, test, _ = toy
     model = AnomalyEnsemble(n_estimators=20, fusion=fusion, random_state=0).fit(train)
 
@@ -303,7 +303,7 @@ def test_ensemble_fused_surprise_combines_member_surprise(toy, fusion):
     np.testing.assert_allclose(model.fused_surprise(test), model.fused_tail_.surprise(combined))
 
 
-def test_ensemble_max_fusion_keeps_one_member_signal(toy):
+def test_max_fusion_keeps_single_member_signal(toy):
     # A row that only one member finds surprising keeps that member's surprise under
     # "max", and is diluted by the others under "mean".
     _, train, test, _ = toy
@@ -321,7 +321,7 @@ def test_ensemble_max_fusion_keeps_one_member_signal(toy):
     )
 
 
-def test_ensemble_fitted_without_fusion_attribute_averages(toy):
+def test_ensemble_without_fusion_attribute_averages(toy):
     # Ensembles saved before the fusion parameter existed carry no `fusion_` and averaged
     # their members; they keep scoring that way after loading.
     _, train, test, _ = toy
