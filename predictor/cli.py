@@ -446,6 +446,7 @@ def _cmd_backtest(args: argparse.Namespace) -> int:
     split = _train_split(args)
     config = BacktestConfig(
         members=settings.model.members,
+        fusion=settings.model.fusion,
         window_steps=window_steps,
         n_estimators=settings.model.n_estimators,
         n_neighbors=settings.model.n_neighbors,

@@ -103,6 +103,7 @@ class ModelConfig:
     """Model knobs: ensemble members, feature windows, forecast horizon."""
 
     members: tuple[str, ...] = ("iforest", "ecod", "knn", "pca", "robust_z")
+    fusion: str = "max"
     step_seconds: float | None = None
     window_steps: int = 12
     smoothing_span: int = 5
@@ -110,7 +111,7 @@ class ModelConfig:
     horizon_minutes: float = 60.0
     max_train_rows: int = 5000
     n_estimators: int = 100
-    n_neighbors: int = 10
+    n_neighbors: int = 5
     random_state: int = 0
 
 
@@ -317,6 +318,7 @@ def _validate_model(model: ModelConfig) -> None:
         _require_choice(member, known_members, "model.members")
     if len(model.members) == 0:
         raise ConfigError("model.members: expected at least one detector, got []")
+    _require_choice(model.fusion, ("max", "mean"), "model.fusion")
     positive = {
         "window_steps": model.window_steps,
         "smoothing_span": model.smoothing_span,

@@ -79,6 +79,7 @@ def fit_component(
     features = make_features(grid, model_config.window_steps, season_steps)
     ensemble = AnomalyEnsemble(
         members=model_config.members,
+        fusion=model_config.fusion,
         n_estimators=model_config.n_estimators,
         n_neighbors=model_config.n_neighbors,
         max_train_rows=model_config.max_train_rows,

@@ -30,6 +30,7 @@ def test_environment_overrides_file(tmp_path):
     environ = {
         "PREDICTOR_LEVELS__CRITICAL": "0.95",
         "PREDICTOR_MODEL__MEMBERS": '["iforest", "robust_z"]',
+        "PREDICTOR_MODEL__FUSION": "mean",
         "PREDICTOR_STORE_URL": "postgresql://db/risk",
     }
 
@@ -37,6 +38,7 @@ def test_environment_overrides_file(tmp_path):
 
     assert settings.levels.critical == 0.95
     assert settings.model.members == ("iforest", "robust_z")
+    assert settings.model.fusion == "mean"
     assert settings.store_url == "postgresql://db/risk"
 
 
@@ -58,6 +60,7 @@ def test_relative_source_paths_resolve_against_config(tmp_path):
             r"model.n_estimators: expected an integer, got 'many'",
         ),
         ("[model]\nmembers = ['forest']\n", {}, r"model.members: expected one of .* got 'forest'"),
+        ("[model]\nfusion = 'median'\n", {}, r"model.fusion: expected one of .* got 'median'"),
         ("[levels]\nhigh = 0.9\ncritical = 0.8\n", {}, "elevated < high < critical"),
         ('[[hooks]]\nname = "h"\ntype = "webhook"\n', {}, r"hooks\[0\].url: required"),
         ('[[hooks]]\nname = "h"\ntype = "pager"\nurl = "x"\n', {}, r"hooks\[0\].type"),

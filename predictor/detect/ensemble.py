@@ -31,6 +31,11 @@ from predictor.features import feature_metric
 logger = logging.getLogger(__name__)
 
 DEFAULT_MEMBERS = ("iforest", "ecod", "knn", "pca", "robust_z")
+# Combinations of the member surprises of a row: "max" keeps the most surprised member
+# (the smallest tail probability, Tippett's method), and "mean" is proportional to
+# Fisher's statistic -2 * sum(ln p).
+FUSIONS = ("max", "mean")
+DEFAULT_FUSION = "max"
 # Floors of each column's training spread: absolute in the units of X, and relative to
 # the level of the column's metric; see scale_floor.
 MIN_SCALE = 1e-3
@@ -52,9 +57,10 @@ class AnomalyEnsemble(DetectorTagsMixin, BaseEstimator):
     """Fuse several anomaly detectors on a common tail-probability scale.
 
     Each member is fitted on the training rows, and its raw score is mapped to its tail
-    probability under its own training scores. The surprises ``-log10 p`` are averaged and
-    mapped once more through their training distribution into a score in [0, 1]. Higher
-    scores mean more anomalous (worse) throughout.
+    probability under its own training scores. The surprises ``-log10 p`` are combined per
+    row (by default the largest is kept) and mapped once more through the training
+    distribution of the combined surprise into a score in [0, 1]. Higher scores mean more
+    anomalous (worse) throughout.
 
     Parameters
     ----------
@@ -65,7 +71,7 @@ class AnomalyEnsemble(DetectorTagsMixin, BaseEstimator):
         ``"robust_z"``, a :class:`~predictor.detect.RobustZScore` of the residual columns.
     n_estimators : int, default=100
         Trees of the isolation forest.
-    n_neighbors : int, default=10
+    n_neighbors : int, default=5
         Neighbors of ``knn``, ``lof`` and ``abod``, capped at the fitted rows minus one.
     max_train_rows : int, default=5000
         Maximum number of rows that ``knn``, ``lof``, ``abod``, ``ecod`` and ``copod``
@@ -73,6 +79,12 @@ class AnomalyEnsemble(DetectorTagsMixin, BaseEstimator):
         members use all rows.
     tail_fraction : float, default=0.05
         Share of the highest training scores that each exponential tail is fitted to.
+    fusion : {"max", "mean"}, default="max"
+        Combination of the member surprises of a row. ``"max"`` keeps the most surprised
+        member, so one member that recognises an anomaly is not diluted by members that
+        carry little information about that series (on a single-metric stream, for
+        example). ``"mean"`` averages them, so a row scores higher the more members find it
+        surprising. The second tail mapping calibrates either combination on the training rows.
     random_state : int, RandomState instance or None, default=None
         Seeds the isolation forest, the PCA solver and the row subset.
 
@@ -84,6 +96,8 @@ class AnomalyEnsemble(DetectorTagsMixin, BaseEstimator):
         Members dropped in :meth:`fit`, each with the reason.
     tails_ : dict of str to TailProbability
         Each kept member's tail fitted on its training scores.
+    fusion_ : str
+        The ``fusion`` the ensemble was fitted with.
     fused_tail_ : TailProbability
         The tail of the fused training surprise.
     zscore_ : RobustZScore
@@ -106,8 +120,9 @@ class AnomalyEnsemble(DetectorTagsMixin, BaseEstimator):
     score ``s`` is ``p = (1 + #{t_i >= s}) / (n + 1)`` up to the ``1 - tail_fraction``
     quantile ``u``, and ``p(u) * exp(-(s - u) / b)`` above it, where ``b`` is the mean
     exceedance over ``u`` (a peaks-over-threshold tail). A member's surprise is
-    ``-log10 p``. The fused surprise of a row is the mean surprise over the members whose
-    score is finite for that row; it goes through the same tail mapping fitted on the
+    ``-log10 p``. The fused surprise of a row is the largest (``fusion="max"``) or the mean
+    (``fusion="mean"``) surprise over the members whose score is finite for that row; it
+    goes through the same tail mapping fitted on the
     fused training surprises, giving ``p_fused``, and
     ``score = 1 - 2 ** (log10(p_fused) / 2)``. So ``p_fused = 1e-2`` scores 0.5,
     ``1e-4`` scores 0.75 and ``1e-6`` scores 0.875; rows beyond the training range keep
@@ -149,9 +164,10 @@ class AnomalyEnsemble(DetectorTagsMixin, BaseEstimator):
         self,
         members: Sequence[str] = DEFAULT_MEMBERS,
         n_estimators: int = 100,
-        n_neighbors: int = 10,
+        n_neighbors: int = 5,
         max_train_rows: int = 5000,
         tail_fraction: float = 0.05,
+        fusion: str = DEFAULT_FUSION,
         random_state: int | np.random.RandomState | None = None,
     ) -> None:
         self.members = members
@@ -159,6 +175,7 @@ class AnomalyEnsemble(DetectorTagsMixin, BaseEstimator):
         self.n_neighbors = n_neighbors
         self.max_train_rows = max_train_rows
         self.tail_fraction = tail_fraction
+        self.fusion = fusion
         self.random_state = random_state
 
     def fit(self, X, y=None) -> AnomalyEnsemble:  # type: ignore[no-untyped-def]
@@ -222,7 +239,8 @@ class AnomalyEnsemble(DetectorTagsMixin, BaseEstimator):
         if not self.members_:
             reasons = "; ".join(f"{name}: {why}" for name, why in self.dropped_members_.items())
             raise ValueError(f"members: every member was dropped as degenerate ({reasons})")
-        fused = np.mean(np.column_stack(training_surprise), axis=1)
+        self.fusion_ = self.fusion
+        fused = _combine_rows(np.column_stack(training_surprise), self.fusion_)
         self.fused_tail_ = TailProbability(self.tail_fraction, FUSED_TAIL_MIN_SCALE).fit(fused)
         logger.debug(
             "ensemble: fitted %d members on %d rows x %d columns in %.2f s, dropped %d",
@@ -262,11 +280,12 @@ class AnomalyEnsemble(DetectorTagsMixin, BaseEstimator):
         Returns
         -------
         ndarray of shape (n_samples,)
-            The surprise of the mean member surprise under its training distribution (see
-            Notes of the class). NaN only where no member returned a finite score.
+            The surprise of the combined member surprise under its training distribution
+            (see Notes of the class). NaN only where no member returned a finite score.
         """
         surprise = self._surprise_matrix(self._validate(X))
-        fused = _nanmean_rows(surprise)
+        # Ensembles fitted before the fusion parameter existed averaged their members.
+        fused = _combine_rows(surprise, getattr(self, "fusion_", "mean"))
         n_unscored = int(np.isnan(fused).sum())
         if n_unscored:
             logger.warning("ensemble: no member returned a finite score on %d rows", n_unscored)
@@ -345,6 +364,8 @@ class AnomalyEnsemble(DetectorTagsMixin, BaseEstimator):
         check_int_param(self.n_neighbors, "n_neighbors", 1)
         check_int_param(self.max_train_rows, "max_train_rows", 2)
         check_float_param(self.tail_fraction, "tail_fraction", 0.0, 0.5)
+        if self.fusion not in FUSIONS:
+            raise ValueError(f"fusion: expected one of {list(FUSIONS)}, got {self.fusion!r}")
         return names
 
     def _validate(self, X) -> np.ndarray:  # type: ignore[no-untyped-def]
@@ -457,9 +478,13 @@ def _degenerate_reason(training_scores: np.ndarray) -> str | None:
     return None
 
 
-def _nanmean_rows(values: np.ndarray) -> np.ndarray:
+def _combine_rows(values: np.ndarray, fusion: str) -> np.ndarray:
+    """Return the max or mean of each row's finite values; NaN where a row has none."""
     finite = np.isfinite(values)
     counts = finite.sum(axis=1)
-    totals = np.where(finite, values, 0.0).sum(axis=1)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(counts > 0, totals / np.maximum(counts, 1), np.nan)
+    if fusion == "max":
+        combined = np.where(finite, values, -np.inf).max(axis=1)
+    else:
+        totals = np.where(finite, values, 0.0).sum(axis=1)
+        combined = totals / np.maximum(counts, 1)
+    return np.where(counts > 0, combined, np.nan)

@@ -38,6 +38,8 @@ class BacktestConfig:
     ----------
     members : tuple of str
         The ensemble members; each is also scored alone as a baseline.
+    fusion : str
+        How the ensemble combines its members' surprise, ``"max"`` or ``"mean"``.
     window_steps : int
         Trailing feature window, in rows.
     n_estimators, n_neighbors, max_train_rows, random_state
@@ -48,9 +50,10 @@ class BacktestConfig:
     """
 
     members: tuple[str, ...] = ("iforest", "ecod", "knn", "pca", "robust_z")
+    fusion: str = "max"
     window_steps: int = 12
     n_estimators: int = 100
-    n_neighbors: int = 10
+    n_neighbors: int = 5
     max_train_rows: int = 5000
     random_state: int = 0
     smoothing_span: int = 5
@@ -100,6 +103,7 @@ def score_series(train: pd.DataFrame, test: pd.DataFrame, config: BacktestConfig
 
     ensemble = AnomalyEnsemble(
         members=config.members,
+        fusion=config.fusion,
         n_estimators=config.n_estimators,
         n_neighbors=config.n_neighbors,
         max_train_rows=config.max_train_rows,

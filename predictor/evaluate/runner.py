@@ -48,10 +48,12 @@ EARLY_ROWS = 60
 # NAB streams run for weeks after their probationary rows and their normal level drifts:
 # detectors are refitted every probation length of rows on at most this many past rows.
 NAB_HISTORY_ROWS = 3000
-# After a NAB detection at or above this score (tail probability 1e-2), the next half
-# probation length of rows is held back as the same event.
+# After a NAB detection at or above this score (tail probability 1e-2), the next third of
+# a probation length of rows is held back as the same event. A probation length is 15 % of
+# a file (at most 750 rows), and the labeled windows of a file share 10 % of its rows. So a
+# third of it is about one window on a file with two windows.
 NAB_HOLD_THRESHOLD = 0.5
-NAB_HOLD_FRACTION = 0.5
+NAB_HOLD_FRACTION = 1.0 / 3.0
 # Row spacing of SMD, which carries no clock time: one row a minute.
 DEFAULT_MATRIX_STEP_SECONDS = 60.0
 FORMATS = ("nab", "smd", "asd", "matrix", "long")

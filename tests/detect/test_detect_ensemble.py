@@ -12,7 +12,7 @@ from sklearn.base import clone
 from sklearn.metrics import roc_auc_score
 
 from predictor.detect import AnomalyEnsemble, DegenerateMemberWarning
-from predictor.detect.ensemble import _nanmean_rows
+from predictor.detect.ensemble import _combine_rows
 from predictor.features import build_grid, make_features
 
 T0 = pd.Timestamp("2026-04-01", tz="UTC")
@@ -170,7 +170,7 @@ def test_ensemble_clone_and_params_round_trip():
 
     assert copy.get_params() == model.get_params()
     assert copy.set_params(n_neighbors=4).get_params()["n_neighbors"] == 4
-    assert model.get_params()["n_neighbors"] == 10
+    assert model.get_params()["n_neighbors"] == 5
 
 
 def test_ensemble_clone_of_fitted_is_unfitted(fitted):
@@ -249,6 +249,7 @@ def test_ensemble_all_members_dropped(caplog):
         ({"max_train_rows": 1}, ValueError, r"max_train_rows: expected an int >= 2, got 1"),
         ({"tail_fraction": 0.0}, ValueError, r"tail_fraction: expected a number in \(0.0, 0.5\]"),
         ({"tail_fraction": 0.9}, ValueError, r"tail_fraction: expected a number in \(0.0, 0.5\]"),
+        ({"fusion": "median"}, ValueError, r"fusion: expected one of .*, got 'median'"),
     ],
 )
 def test_ensemble_rejects_bad_params(toy, params, error, message):
@@ -281,11 +282,51 @@ def test_ensemble_explain_rejects_bad_top_k(toy, fitted):
         fitted.explain(test.iloc[:1], top_k=0)
 
 
-def test_fusion_skips_non_finite_members_per_row():
+@pytest.mark.parametrize(("fusion", "expected"), [("mean", [2.0, 3.0]), ("max", [3.0, 4.0])])
+def test_fusion_skips_non_finite_members_per_row(fusion, expected):
     surprise = np.array([[1.0, 3.0, np.nan], [2.0, np.inf, 4.0], [np.nan, np.nan, np.nan]])
 
-    fused = _nanmean_rows(surprise)
+    fused = _combine_rows(surprise, fusion)
 
-    assert fused[0] == 2.0
-    assert fused[1] == 3.0
+    assert fused[:2].tolist() == expected
     assert np.isnan(fused[2])
+
+
+@pytest.mark.parametrize("fusion", ["max", "mean"])
+def test_fused_surprise_combines_members(toy, fusion):
+    _, train, test, _ = toy
+    model = AnomalyEnsemble(n_estimators=20, fusion=fusion, random_state=0).fit(train)
+
+    members = model.member_surprise(test).to_numpy()
+    combined = members.max(axis=1) if fusion == "max" else members.mean(axis=1)
+
+    np.testing.assert_allclose(model.fused_surprise(test), model.fused_tail_.surprise(combined))
+
+
+def test_max_fusion_keeps_single_member_signal(toy):
+    # A row that only one member finds surprising keeps that member's surprise under
+    # "max", and is diluted by the others under "mean".
+    _, train, test, _ = toy
+    fitted = {
+        fusion: AnomalyEnsemble(n_estimators=20, fusion=fusion, random_state=0).fit(train)
+        for fusion in ("max", "mean")
+    }
+    members = fitted["max"].member_surprise(test).to_numpy()
+    row = int(np.argmax(members.max(axis=1) - members.mean(axis=1)))
+
+    assert members[row].max() - members[row].mean() > 1.0
+    assert (
+        fitted["max"].fused_surprise(test.iloc[[row]])[0]
+        > (fitted["mean"].fused_surprise(test.iloc[[row]])[0])
+    )
+
+
+def test_ensemble_without_fusion_attribute_averages(toy):
+    # Ensembles saved before the fusion parameter existed carry no `fusion_` and averaged
+    # their members; they keep scoring that way after loading.
+    _, train, test, _ = toy
+    old = AnomalyEnsemble(n_estimators=20, fusion="mean", random_state=0).fit(train)
+    expected = old.fused_surprise(test)
+    del old.fusion_
+
+    np.testing.assert_allclose(old.fused_surprise(test), expected)
