@@ -142,7 +142,12 @@ def train_models(
     if run_key:
         earlier = _run_with_key(settings, run_key)
         if earlier is not None:
-            logger.info("train: run %s already trained %s; not training again", run_key, earlier)
+            logger.info(
+                "train: scheduled run %s already trained %s (MLflow run %s); not training again",
+                run_key,
+                earlier["model_version"],
+                earlier["run_id"],
+            )
             return {**earlier, "reused": True}
 
     result = pipeline.train(settings, parse_time(until, "until"), lookback_days)

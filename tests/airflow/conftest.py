@@ -27,11 +27,12 @@ REPO = Path(__file__).resolve().parents[2]
 DAGS = REPO / "dags"
 # Each DAG file and the dag_id it defines.
 DAG_IDS = ("telemetry_ingest", "model_training", "risk_scoring")
-# Logical dates of the test runs. The NAB telemetry ends on 2014-03-21 03:41 UTC, so a
-# scoring run for 2014-03-22 scores all of it.
-INGEST_DATE = pd.Timestamp("2014-03-21T12:00:00Z")
-TRAINING_DATE = pd.Timestamp("2014-03-21T00:00:00Z")
-SCORING_DATE = pd.Timestamp("2014-03-22T00:00:00Z")
+# Logical dates of the test runs. Airflow creates no task instances before a DAG's
+# start_date (2024-01-01), and the NAB telemetry ends on 2014-03-21 03:41 UTC, so a
+# scoring run for these dates scores all of it.
+INGEST_DATE = pd.Timestamp("2024-06-01T12:00:00Z")
+TRAINING_DATE = pd.Timestamp("2024-06-01T00:00:00Z")
+SCORING_DATE = pd.Timestamp("2024-06-01T12:05:00Z")
 # A smaller forest than the sample's default keeps training within seconds.
 MODEL_OVERRIDES = {"n_estimators": 50}
 SAMPLE_CONFIG = REPO / "data" / "predictor.toml"
@@ -185,6 +186,13 @@ def trained_fleet(dag_runner, tmp_path_factory) -> TrainedFleet:
         ingest_run = dag_runner.run("telemetry_ingest", INGEST_DATE)
         training_run = dag_runner.run("model_training", TRAINING_DATE)
     return TrainedFleet(home, config, INGEST_DATE, ingest_run, TRAINING_DATE, training_run)
+
+
+@pytest.fixture
+def fleet_home(trained_fleet, monkeypatch) -> Path:
+    """Point the predictor tasks at the trained fleet's own home."""
+    use_home(monkeypatch, trained_fleet.home, trained_fleet.config)
+    return trained_fleet.home
 
 
 @pytest.fixture

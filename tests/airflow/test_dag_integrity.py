@@ -31,11 +31,12 @@ dag_file, prefixes = sys.argv[1], tuple(json.loads(sys.argv[2]))
 events = []
 
 def audit(event, args):
-    if event in ("socket.connect", "sqlite3.connect", "sqlite3.connect/handle", "subprocess.Popen"):
+    if event in ("socket.connect", "sqlite3.connect", "subprocess.Popen"):
         events.append([event, repr(args)[:200]])
     elif event == "open":
         path = str(args[0])
-        if path != dag_file and not path.endswith((".py", ".pyc")) and not path.startswith(prefixes):
+        code = path.endswith((".py", ".pyc")) or path.startswith(prefixes)
+        if path != dag_file and not code:
             events.append([event, path])
 
 def record(name):
@@ -56,7 +57,8 @@ started = time.perf_counter()
 spec.loader.exec_module(module)
 elapsed = time.perf_counter() - started
 dag_ids = sorted(dag.dag_id for dag, _ in DagContext.autoregistered_dags)
-modules = sorted(name for name in ("pandas", "sklearn", "mlflow", "predictor") if name in sys.modules)
+heavy = ("pandas", "sklearn", "mlflow", "predictor")
+modules = sorted(name for name in heavy if name in sys.modules)
 print(json.dumps({"seconds": elapsed, "events": events, "modules": modules, "dag_ids": dag_ids}))
 """
 
