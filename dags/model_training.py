@@ -18,7 +18,7 @@ import pendulum
 from airflow.sdk import Param, dag, get_current_context, task
 
 # MLflow and the telemetry store are external systems that can fail briefly, so the
-# task retries after 1, 2 and 4 minutes.
+# task retries with exponential backoff from a 1 minute first delay.
 EXTERNAL_RETRIES = {
     "retries": 3,
     "retry_delay": timedelta(minutes=1),

@@ -25,7 +25,7 @@ from airflow.sdk import Asset, Param, TriggerRule, dag, get_current_context, tas
 TELEMETRY = Asset(name="predictor-telemetry")
 
 # MLflow, the telemetry store and the risk store can fail briefly, so these tasks
-# retry after 30 s, 60 s and 120 s.
+# retry with exponential backoff from a 30 s first delay.
 EXTERNAL_RETRIES = {
     "retries": 3,
     "retry_delay": timedelta(seconds=30),

@@ -21,7 +21,7 @@ from airflow.sdk import Asset, Param, dag, get_current_context, task
 TELEMETRY = Asset(name="predictor-telemetry")
 
 # Reading the sources and writing the store touch shared storage that can fail
-# briefly, so these tasks retry after 30 s, 60 s, 120 s.
+# briefly, so these tasks retry with exponential backoff from a 30 s first delay.
 EXTERNAL_RETRIES = {
     "retries": 3,
     "retry_delay": timedelta(seconds=30),

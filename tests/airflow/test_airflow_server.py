@@ -59,7 +59,7 @@ class AirflowApi:
             return response.read().decode(errors="replace")
 
     def wait_for(self, path: str, timeout: float) -> dict:
-        """Request ``path`` until it answers, logging in first, or fail after ``timeout``."""
+        """Request ``path`` until the server responds, or fail after ``timeout``."""
         deadline = time.monotonic() + timeout
         while True:
             try:

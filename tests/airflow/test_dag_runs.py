@@ -106,9 +106,7 @@ def test_model_training_rerun_reuses_model(trained_fleet, fleet_home, dag_runner
     assert str(champion.version) == "1"
 
 
-def test_risk_scoring_rerun_and_shard_size_keep_tables(
-    fleet_copy, tmp_path, dag_runner, monkeypatch
-):
+def test_scoring_rerun_and_shards_agree(fleet_copy, tmp_path, dag_runner, monkeypatch):
     import shutil
 
     one_shard_home = tmp_path / "one-shard"
@@ -147,7 +145,7 @@ def test_risk_scoring_rerun_and_shard_size_keep_tables(
     )
 
 
-def test_failed_shard_is_reported_after_others_publish(fleet_copy, dag_runner, capfd):
+def test_failed_shard_reported_others_publish(fleet_copy, dag_runner, capfd):
     # Damage the newest telemetry file of machine-temperature, as a torn write would.
     folder = fleet_copy / "telemetry" / "component=machine-temperature"
     newest = sorted(folder.glob("date=*/part-*.parquet"))[-1]
