@@ -1,0 +1,393 @@
+"""Task bodies of the Airflow DAGs: plain arguments in, small JSON-able dicts out.
+
+Each function loads the settings itself (``predictor.toml`` and ``PREDICTOR_*``, as the
+command line does), calls one stage of :mod:`predictor.pipeline` and returns counts, ids
+and component names, never frames, so Airflow's XCom carries only references.
+
+Scoring is split into shards of components. :func:`plan_scoring` fixes the scoring time
+``until`` once per run, and every shard scores up to that time. A component's scores
+depend only on its own telemetry up to ``until``, so the stored scores are the same for
+any shard size or worker count. Without a fixed ``until``, :func:`pipeline.score` scores
+each call up to the newest telemetry of the components it is given, which differs per
+shard.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+import pandas as pd
+
+from predictor import pipeline
+from predictor.config import Settings, load_settings
+from predictor.exceptions import ConfigError
+
+logger = logging.getLogger(__name__)
+
+#: Components per scoring shard when the run does not set ``shard_size``.
+DEFAULT_SHARD_SIZE = 50
+
+#: MLflow run tag that records which scheduled run trained a model, so a re-run of the
+#: same run reuses that model instead of registering another version.
+RUN_KEY_TAG = "predictor.airflow_run_key"
+
+
+def load_run_settings(config_path: str | None = None) -> Settings:
+    """Load the settings for one task, optionally from a per-run configuration file.
+
+    Parameters
+    ----------
+    config_path : str or None, default=None
+        The TOML file set by the run's ``config_path`` param. None or an empty string
+        reads ``PREDICTOR_CONFIG``, then ``./predictor.toml``, as the command line does.
+    """
+    return load_settings(config_path or None)
+
+
+def parse_time(value: str | None, name: str) -> pd.Timestamp | None:
+    """Parse an ISO 8601 time with a UTC offset, as a UTC timestamp.
+
+    Raises
+    ------
+    ConfigError
+        If the text is not a time, or has no UTC offset.
+    """
+    if value is None or value == "":
+        return None
+    try:
+        stamp = pd.Timestamp(value)
+    except ValueError:
+        raise ConfigError(
+            f"{name}: expected an ISO 8601 time such as '2024-01-17T12:00:00+00:00', got {value!r}"
+        ) from None
+    if stamp.tzinfo is None:
+        raise ConfigError(f"{name}: expected a time with a UTC offset, got {value!r}")
+    return stamp.tz_convert("UTC")
+
+
+def _iso(stamp: pd.Timestamp | None) -> str | None:
+    return None if stamp is None else stamp.isoformat()
+
+
+def ingest_sources(
+    config_path: str | None = None, sources: Sequence[str] | None = None
+) -> dict[str, Any]:
+    """Ingest the configured sources (or those named) into the telemetry store.
+
+    Ingest skips rows already stored, so running it again on the same files adds no
+    telemetry rows.
+
+    Returns
+    -------
+    dict
+        ``sources``, ``rows_read``, ``rows_written``, ``duplicates``, ``quarantined``
+        (row counts summed over the sources), ``components`` (names with rows in the
+        ingested files) and ``telemetry_dir``.
+    """
+    settings = load_run_settings(config_path)
+    selected = pipeline.select_sources(settings, sources)
+    summaries = pipeline.ingest(settings, selected)
+    components = sorted({name for summary in summaries for name in summary.components})
+    result = {
+        "sources": len(summaries),
+        "rows_read": sum(summary.rows_read for summary in summaries),
+        "rows_written": sum(summary.written for summary in summaries),
+        "duplicates": sum(summary.duplicates for summary in summaries),
+        "quarantined": sum(summary.quarantined for summary in summaries),
+        "components": components,
+        "telemetry_dir": str(settings.telemetry_dir),
+    }
+    logger.info(
+        "ingest: %d sources, %d rows read, %d written, %d duplicates, %d quarantined",
+        result["sources"],
+        result["rows_read"],
+        result["rows_written"],
+        result["duplicates"],
+        result["quarantined"],
+    )
+    return result
+
+
+def train_models(
+    config_path: str | None = None,
+    until: str | None = None,
+    lookback_days: float | None = None,
+    run_key: str | None = None,
+) -> dict[str, Any]:
+    """Train every component's models with :func:`pipeline.train` and register them.
+
+    Parameters
+    ----------
+    config_path : str or None, default=None
+    until : str or None, default=None
+        ISO 8601 time; every component trains on rows before it. None uses the training
+        cuts recorded at ingest from the sources' roles, as ``predictor train`` does.
+    lookback_days : float or None, default=None
+        Train only on the last this many days before the cut.
+    run_key : str or None, default=None
+        Identifies the scheduled run (for example the DAG id and its data interval).
+        When an MLflow run of the experiment already has this key, its model is reused
+        and nothing is trained, so re-running the same scheduled run registers no
+        second version.
+
+    Returns
+    -------
+    dict
+        ``run_id``, ``model_version``, ``components`` (count) and ``reused`` (True when
+        an earlier run with the same ``run_key`` was found).
+    """
+    settings = load_run_settings(config_path)
+    if run_key:
+        earlier = _run_with_key(settings, run_key)
+        if earlier is not None:
+            logger.info(
+                "train: scheduled run %s already trained %s (MLflow run %s); not training again",
+                run_key,
+                earlier["model_version"],
+                earlier["run_id"],
+            )
+            return {**earlier, "reused": True}
+
+    result = pipeline.train(settings, parse_time(until, "until"), lookback_days)
+    if run_key:
+        _tag_run(settings, result.run_id, run_key)
+    return {
+        "run_id": result.run_id,
+        "model_version": result.model_version,
+        "components": len(result.components),
+        "reused": False,
+    }
+
+
+def _run_with_key(settings: Settings, run_key: str) -> dict[str, Any] | None:
+    """Return the finished MLflow training run tagged with ``run_key``, or None."""
+    import mlflow
+
+    from predictor.tracking import configure_mlflow
+
+    experiment_id = configure_mlflow(settings)
+    client = mlflow.MlflowClient()
+    # Single quotes inside the key would end the filter string, so they are escaped.
+    escaped = run_key.replace("'", "\\'")
+    runs = client.search_runs(
+        [experiment_id],
+        filter_string=f"tags.`{RUN_KEY_TAG}` = '{escaped}' and attributes.status = 'FINISHED'",
+        order_by=["attributes.start_time DESC"],
+        max_results=1,
+    )
+    if not runs:
+        return None
+    run = runs[0]
+    versions = client.search_model_versions(f"run_id = '{run.info.run_id}'")
+    version = versions[0] if versions else None
+    return {
+        "run_id": run.info.run_id,
+        "model_version": f"{version.name}/{version.version}" if version else None,
+        "components": int(run.data.metrics.get("components", 0)),
+    }
+
+
+def _tag_run(settings: Settings, run_id: str, run_key: str) -> None:
+    import mlflow
+
+    mlflow.set_tracking_uri(settings.mlflow_tracking_uri)
+    mlflow.MlflowClient().set_tag(run_id, RUN_KEY_TAG, run_key)
+
+
+def trained_components(settings: Settings) -> list[str]:
+    """Return the sorted names of the components the champion model covers."""
+    return sorted(pipeline.load_champion(settings).components)
+
+
+def split_shards(components: Iterable[str], shard_size: int) -> list[list[str]]:
+    """Split component names into consecutive shards of at most ``shard_size``.
+
+    Names are sorted and deduplicated first, so the shards depend only on the names and
+    the size, never on the input order or the number of workers.
+
+    Raises
+    ------
+    ConfigError
+        If ``shard_size`` is not a positive integer.
+    """
+    if isinstance(shard_size, bool) or not isinstance(shard_size, int) or shard_size < 1:
+        raise ConfigError(f"shard_size: expected a positive integer, got {shard_size!r}")
+    names = sorted(set(components))
+    return [names[start : start + shard_size] for start in range(0, len(names), shard_size)]
+
+
+def plan_shards(settings: Settings, shard_size: int = DEFAULT_SHARD_SIZE) -> list[list[str]]:
+    """Split the champion's components into shards of at most ``shard_size``."""
+    return split_shards(trained_components(settings), shard_size)
+
+
+def newest_telemetry_time(settings: Settings, components: Sequence[str]) -> pd.Timestamp | None:
+    """Return the newest telemetry time over ``components``, skipping unreadable ones.
+
+    A component whose stored telemetry cannot be read is logged and left out, so it
+    fails in its own shard instead of failing the plan of the whole run.
+    """
+    telemetry = pipeline.open_telemetry(settings)
+    newest = None
+    for component in components:
+        try:
+            last = telemetry.last_timestamp(component)
+        except (OSError, ValueError) as error:
+            logger.warning(
+                "plan: newest telemetry of component %s could not be read (%s); "
+                "it is left out of the scoring time",
+                component,
+                error,
+            )
+            continue
+        if last is not None and (newest is None or last > newest):
+            newest = last
+    return newest
+
+
+def plan_scoring(
+    config_path: str | None = None,
+    shard_size: int = DEFAULT_SHARD_SIZE,
+    until: str | None = None,
+    cutoff: str | None = None,
+) -> list[dict[str, Any]]:
+    """Fix the scoring time of a run and split the trained components into shards.
+
+    Parameters
+    ----------
+    config_path : str or None, default=None
+    shard_size : int, default=DEFAULT_SHARD_SIZE
+    until : str or None, default=None
+        ISO 8601 time to score up to, set by the run's ``until`` param. It wins over
+        the default below.
+    cutoff : str or None, default=None
+        ISO 8601 time the run stands for: its data interval end, or for an
+        asset-triggered run the time it was created. Without ``until``, scoring runs up
+        to the newest telemetry of the trained components, but not past ``cutoff``.
+
+    Returns
+    -------
+    list of dict
+        One ``{"index": i, "components": [...], "until": iso_time}`` per shard, all
+        with the same ``until``. Empty when no trained component has telemetry.
+    """
+    settings = load_run_settings(config_path)
+    components = trained_components(settings)
+    shards = split_shards(components, shard_size)
+    fixed = parse_time(until, "until")
+    if fixed is None:
+        fixed = newest_telemetry_time(settings, components)
+        limit = parse_time(cutoff, "cutoff")
+        if fixed is not None and limit is not None and fixed > limit:
+            fixed = limit
+    if fixed is None:
+        logger.warning("plan: no telemetry for any of %d trained components", len(components))
+        return []
+    logger.info(
+        "plan: %d components in %d shards of at most %d, scoring up to %s",
+        len(components),
+        len(shards),
+        shard_size,
+        fixed,
+    )
+    return [
+        {"index": i, "components": shard, "until": _iso(fixed)} for i, shard in enumerate(shards)
+    ]
+
+
+def score_shard(
+    components: Sequence[str],
+    until: str,
+    *,
+    config_path: str | None = None,
+    dry_run: bool = False,
+    index: int | None = None,
+) -> dict[str, Any]:
+    """Score one shard of components up to the run's fixed ``until`` and publish.
+
+    Scores already stored for a (component, time) are skipped and hook calls already
+    recorded are not made again, so re-running a shard adds nothing.
+
+    Returns
+    -------
+    dict
+        ``index``, ``components``, ``until``, ``scores_written``, ``components_scored``,
+        ``hook_calls`` and ``failed_components`` (name to error message). Components
+        that failed did not stop the others in the shard from publishing.
+    """
+    settings = load_run_settings(config_path)
+    fixed = parse_time(until, "until")
+    if fixed is None:
+        raise ConfigError("until: every shard needs the run's scoring time, got None")
+    result = pipeline.score(settings, fixed, dry_run=dry_run, components=list(components))
+    return {
+        "index": index,
+        "components": sorted(components),
+        "until": _iso(fixed),
+        "scores_written": result.scores_written,
+        "components_scored": result.components_scored,
+        "hook_calls": result.hook_calls,
+        "failed_components": dict(sorted(result.failed_components.items())),
+    }
+
+
+def summarize_scoring(
+    shards: Sequence[Mapping[str, Any]], results: Iterable[Mapping[str, Any] | None]
+) -> dict[str, Any]:
+    """Add up the shard results of a run and list the shards that did not succeed.
+
+    Parameters
+    ----------
+    shards : sequence of mapping
+        The shards of the run, as :func:`plan_scoring` returns them.
+    results : iterable of mapping or None
+        The outputs of the shards that returned one. A shard that raised has none, so
+        every planned shard without a result counts as failed, and so does a shard
+        whose result lists failed components.
+
+    Returns
+    -------
+    dict
+        ``shards``, ``failed_shards`` (a list of ``{"index", "components", "errors"}``,
+        where ``errors`` maps component to message when the shard reported them),
+        ``scores_written``, ``components_scored`` and ``hook_calls``.
+    """
+    by_index = {
+        result["index"]: result for result in results if result is not None and "index" in result
+    }
+    failed = []
+    for shard in shards:
+        result = by_index.get(shard["index"])
+        if result is None:
+            failed.append(
+                {"index": shard["index"], "components": shard["components"], "errors": {}}
+            )
+        elif result["failed_components"]:
+            failed.append(
+                {
+                    "index": shard["index"],
+                    "components": shard["components"],
+                    "errors": result["failed_components"],
+                }
+            )
+    summary = {
+        "shards": len(shards),
+        "failed_shards": failed,
+        "scores_written": sum(result["scores_written"] for result in by_index.values()),
+        "components_scored": sum(result["components_scored"] for result in by_index.values()),
+        "hook_calls": sum(result["hook_calls"] for result in by_index.values()),
+    }
+    log = logger.warning if failed else logger.info
+    log(
+        "scoring run: %d of %d shards failed (%s); %d scores written for %d components, "
+        "%d hook calls",
+        len(failed),
+        summary["shards"],
+        ", ".join(str(shard["index"]) for shard in failed) or "none",
+        summary["scores_written"],
+        summary["components_scored"],
+        summary["hook_calls"],
+    )
+    return summary

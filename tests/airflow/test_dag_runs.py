@@ -1,0 +1,181 @@
+"""Run each DAG end to end with dag.test() on the NAB part of the shipped sample.
+
+Each run is repeated for the same logical date, and the telemetry, score and hook-call
+tables must then hold exactly what one run left, row for row and column for column.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from predictor.telemetry import TelemetryStore
+
+pytestmark = pytest.mark.slow
+
+HOOK_LOG = "failover-requests.jsonl"
+COMPONENTS = ["ec2-request-latency", "machine-temperature"]
+
+
+def _telemetry(home: Path) -> pd.DataFrame:
+    rows = TelemetryStore(home / "telemetry").read()
+    return rows.sort_values(["component", "metric", "timestamp"], ignore_index=True)
+
+
+def _table(home: Path, name: str) -> pd.DataFrame | None:
+    """Return every row of a risk store table, or None before the store exists."""
+    if not (home / "risk.db").exists():
+        return None
+    with sqlite3.connect(home / "risk.db") as connection:
+        return pd.read_sql_query(f"SELECT * FROM {name} ORDER BY id", connection)
+
+
+def _hook_log(home: Path) -> list[str]:
+    path = home / HOOK_LOG
+    return path.read_text(encoding="utf-8").splitlines() if path.exists() else []
+
+
+def _snapshot(home: Path) -> dict:
+    return {
+        "telemetry": _telemetry(home),
+        "scores": _table(home, "scores"),
+        "hook_calls": _table(home, "hook_calls"),
+        "hook_log": _hook_log(home),
+    }
+
+
+def _assert_same(before: dict, after: dict) -> None:
+    pd.testing.assert_frame_equal(before["telemetry"], after["telemetry"])
+    for table in ("scores", "hook_calls"):
+        if before[table] is None:
+            assert after[table] is None
+        else:
+            pd.testing.assert_frame_equal(before[table], after[table])
+    assert before["hook_log"] == after["hook_log"]
+
+
+def _without_run_columns(frame: pd.DataFrame, columns: list[str]) -> pd.DataFrame:
+    """Drop the row id and wall-clock columns, which differ between two stores."""
+    return (
+        frame.drop(columns=columns)
+        .sort_values(["component", "scored_at"], ignore_index=True)
+        .reset_index(drop=True)
+    )
+
+
+def _shard_result(states: dict, task_id: str) -> list[str]:
+    return [state for (name, _), state in sorted(states.items()) if name == task_id]
+
+
+def test_telemetry_ingest_rerun_adds_nothing(trained_fleet, fleet_home, dag_runner):
+    first = dag_runner.states(trained_fleet.ingest_run)
+    before = _snapshot(fleet_home)
+
+    rerun = dag_runner.run("telemetry_ingest", trained_fleet.ingest_date)
+    after = _snapshot(fleet_home)
+
+    assert str(trained_fleet.ingest_run.state) == "success"
+    assert first[("publish_telemetry", -1)] == "success"
+    assert len(before["telemetry"]) == 26704
+    assert sorted(before["telemetry"]["component"].unique()) == COMPONENTS
+    assert str(rerun.state) == "success"
+    assert dag_runner.states(rerun)[("publish_telemetry", -1)] == "skipped"
+    _assert_same(before, after)
+
+
+def test_model_training_rerun_reuses_model(trained_fleet, fleet_home, dag_runner):
+    import mlflow
+
+    from predictor.config import load_settings
+
+    settings = load_settings()
+    mlflow.set_tracking_uri(settings.mlflow_tracking_uri)
+    client = mlflow.MlflowClient()
+    name = settings.registered_model_name
+
+    rerun = dag_runner.run("model_training", trained_fleet.training_date)
+    versions = client.search_model_versions(f"name = '{name}'")
+    champion = client.get_model_version_by_alias(name, "champion")
+
+    assert str(trained_fleet.training_run.state) == "success"
+    assert str(rerun.state) == "success"
+    assert [str(version.version) for version in versions] == ["1"]
+    assert str(champion.version) == "1"
+
+
+def test_scoring_rerun_and_shards_agree(fleet_copy, tmp_path, dag_runner, monkeypatch):
+    import shutil
+
+    one_shard_home = tmp_path / "one-shard"
+    shutil.copytree(fleet_copy, one_shard_home)
+
+    run = dag_runner.run("risk_scoring", dag_runner.scoring_date, {"shard_size": 1})
+    # A re-run of the same logical date replaces the DagRun, so states are read first.
+    states = dag_runner.states(run)
+    before = _snapshot(fleet_copy)
+    rerun = dag_runner.run("risk_scoring", dag_runner.scoring_date, {"shard_size": 1})
+    after = _snapshot(fleet_copy)
+    monkeypatch.setenv("PREDICTOR_HOME", str(one_shard_home))
+    single = dag_runner.run("risk_scoring", dag_runner.scoring_date, {"shard_size": 50})
+    unsharded = _snapshot(one_shard_home)
+
+    assert str(run.state) == "success"
+    assert _shard_result(states, "score_shard") == ["success", "success"]
+    assert sorted(before["scores"]["component"].unique()) == COMPONENTS
+    assert len(before["scores"]) > 20000
+    # The NAB telemetry ends at 2014-03-21 03:41, the newest row of the fleet.
+    assert before["scores"]["scored_at"].max().startswith("2014-03-21 03:40")
+    assert len(before["hook_calls"]) > 0
+    assert len(before["hook_log"]) == (before["hook_calls"]["status"] == "delivered").sum()
+
+    assert str(rerun.state) == "success"
+    _assert_same(before, after)
+
+    assert _shard_result(dag_runner.states(single), "score_shard") == ["success"]
+    pd.testing.assert_frame_equal(
+        _without_run_columns(before["scores"], ["id", "created_at"]),
+        _without_run_columns(unsharded["scores"], ["id", "created_at"]),
+    )
+    pd.testing.assert_frame_equal(
+        _without_run_columns(before["hook_calls"], ["id", "called_at"]),
+        _without_run_columns(unsharded["hook_calls"], ["id", "called_at"]),
+    )
+
+
+def test_failed_shard_reported_others_publish(fleet_copy, dag_runner, capfd):
+    # Damage the newest telemetry file of machine-temperature, as a torn write would.
+    folder = fleet_copy / "telemetry" / "component=machine-temperature"
+    newest = sorted(folder.glob("date=*/part-*.parquet"))[-1]
+    newest.write_bytes(b"not a parquet file")
+
+    run = dag_runner.run("risk_scoring", dag_runner.scoring_date, {"shard_size": 1})
+    states = dag_runner.states(run)
+    scores = _table(fleet_copy, "scores")
+    output = capfd.readouterr()
+
+    assert str(run.state) == "failed"
+    assert states[("plan_shards", -1)] == "success"
+    # Shards are the sorted component names: 0 is ec2-request-latency.
+    assert states[("score_shard", 0)] == "success"
+    assert states[("score_shard", 1)] == "failed"
+    assert states[("report_failed_shards", -1)] == "failed"
+    assert sorted(scores["component"].unique()) == ["ec2-request-latency"]
+    assert "1 of 2 scoring shards failed: shard 1 (machine-temperature)" in (
+        output.out + output.err
+    )
+
+
+def test_plan_fixes_one_scoring_time(fleet_copy):
+    from predictor.orchestration import plan_scoring
+
+    newest = plan_scoring(shard_size=1, cutoff="2024-06-01T00:00:00+00:00")
+    capped = plan_scoring(shard_size=1, cutoff="2014-03-01T00:00:00+00:00")
+    fixed = plan_scoring(shard_size=50, until="2014-02-01T00:00:00Z")
+
+    assert [shard["until"] for shard in newest] == ["2014-03-21T03:41:00+00:00"] * 2
+    assert [shard["components"] for shard in newest] == [[name] for name in COMPONENTS]
+    assert [shard["until"] for shard in capped] == ["2014-03-01T00:00:00+00:00"] * 2
+    assert fixed == [{"index": 0, "components": COMPONENTS, "until": "2014-02-01T00:00:00+00:00"}]
