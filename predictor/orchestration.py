@@ -135,34 +135,47 @@ def train_models(
     Returns
     -------
     dict
-        ``run_id``, ``model_version``, ``components`` (count) and ``reused`` (True when
-        an earlier run with the same ``run_key`` was found).
+        ``runs``: per registered model (one per component group), its ``name``,
+        ``run_id``, ``model_version`` and the quality gate's ``decision``;
+        ``components`` (count); and ``reused`` (True when earlier runs with the same
+        ``run_key`` were found).
     """
     settings = load_run_settings(config_path)
     if run_key:
-        earlier = _run_with_key(settings, run_key)
-        if earlier is not None:
+        earlier = _runs_with_key(settings, run_key)
+        if earlier:
             logger.info(
-                "train: scheduled run %s already trained %s (MLflow run %s); not training again",
+                "train: scheduled run %s already trained %d registered models (%s); "
+                "not training again",
                 run_key,
-                earlier["model_version"],
-                earlier["run_id"],
+                len(earlier),
+                ", ".join(run["model_version"] or run["run_id"] for run in earlier),
             )
-            return {**earlier, "reused": True}
+            return {
+                "runs": earlier,
+                "components": sum(run["components"] for run in earlier),
+                "reused": True,
+            }
 
     result = pipeline.train(settings, parse_time(until, "until"), lookback_days)
+    runs = [
+        {
+            "name": group.name,
+            "run_id": group.run_id,
+            "model_version": group.label,
+            "decision": group.decision,
+            "components": len(group.components),
+        }
+        for group in result.groups
+    ]
     if run_key:
-        _tag_run(settings, result.run_id, run_key)
-    return {
-        "run_id": result.run_id,
-        "model_version": result.model_version,
-        "components": len(result.components),
-        "reused": False,
-    }
+        for run in runs:
+            _tag_run(settings, run["run_id"], run_key)
+    return {"runs": runs, "components": len(result.components), "reused": False}
 
 
-def _run_with_key(settings: Settings, run_key: str) -> dict[str, Any] | None:
-    """Return the finished MLflow training run tagged with ``run_key``, or None."""
+def _runs_with_key(settings: Settings, run_key: str) -> list[dict[str, Any]]:
+    """Return the finished MLflow training runs tagged with ``run_key``, oldest first."""
     import mlflow
 
     from predictor.tracking import configure_mlflow
@@ -171,22 +184,25 @@ def _run_with_key(settings: Settings, run_key: str) -> dict[str, Any] | None:
     client = mlflow.MlflowClient()
     # Single quotes inside the key would end the filter string, so they are escaped.
     escaped = run_key.replace("'", "\\'")
-    runs = client.search_runs(
+    found = client.search_runs(
         [experiment_id],
         filter_string=f"tags.`{RUN_KEY_TAG}` = '{escaped}' and attributes.status = 'FINISHED'",
-        order_by=["attributes.start_time DESC"],
-        max_results=1,
+        order_by=["attributes.start_time ASC"],
     )
-    if not runs:
-        return None
-    run = runs[0]
-    versions = client.search_model_versions(f"run_id = '{run.info.run_id}'")
-    version = versions[0] if versions else None
-    return {
-        "run_id": run.info.run_id,
-        "model_version": f"{version.name}/{version.version}" if version else None,
-        "components": int(run.data.metrics.get("components", 0)),
-    }
+    runs = []
+    for run in found:
+        versions = client.search_model_versions(f"run_id = '{run.info.run_id}'")
+        version = versions[0] if versions else None
+        runs.append(
+            {
+                "name": version.name if version else None,
+                "run_id": run.info.run_id,
+                "model_version": f"{version.name}/{version.version}" if version else None,
+                "decision": run.data.tags.get("predictor.gate"),
+                "components": int(run.data.tags.get("predictor.components", "0")),
+            }
+        )
+    return runs
 
 
 def _tag_run(settings: Settings, run_id: str, run_key: str) -> None:

@@ -94,16 +94,25 @@ def test_model_training_rerun_reuses_model(trained_fleet, fleet_home, dag_runner
     settings = load_settings()
     mlflow.set_tracking_uri(settings.mlflow_tracking_uri)
     client = mlflow.MlflowClient()
-    name = settings.registered_model_name
 
     rerun = dag_runner.run("model_training", trained_fleet.training_date)
-    versions = client.search_model_versions(f"name = '{name}'")
-    champion = client.get_model_version_by_alias(name, "champion")
+    models = client.search_registered_models()
+    versions = {
+        model.name: [
+            str(v.version) for v in client.search_model_versions(f"name = '{model.name}'")
+        ]
+        for model in models
+    }
+    champions = {
+        model.name: str(client.get_model_version_by_alias(model.name, "champion").version)
+        for model in models
+    }
 
     assert str(trained_fleet.training_run.state) == "success"
     assert str(rerun.state) == "success"
-    assert [str(version.version) for version in versions] == ["1"]
-    assert str(champion.version) == "1"
+    assert models, "the training DAG registered no model"
+    assert all(numbers == ["1"] for numbers in versions.values()), versions
+    assert set(champions.values()) == {"1"}
 
 
 def test_scoring_rerun_and_shards_agree(fleet_copy, tmp_path, dag_runner, monkeypatch):
