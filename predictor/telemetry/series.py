@@ -33,9 +33,7 @@ from predictor.telemetry.schema import COMPONENT, METRIC, TIMESTAMP, VALUE
 logger = logging.getLogger(__name__)
 
 REASON_NAN_SAMPLE = "sample value is NaN (no data, or 0/0 inside the query)"
-REASON_INF_SAMPLE = (
-    "sample value is infinite (from histogram_quantile: the quantile lies in the +Inf bucket)"
-)
+REASON_INF_SAMPLE = "sample value is +Inf or -Inf (for example a division by zero in the query)"
 REASON_MISSING_LABEL = "series lacks a label that the component or metric mapping needs"
 REASON_COMPONENT_REGEX = "component label value does not match component_regex"
 REASON_NO_PREVIOUS_SAMPLE = "first sample of a raw counter series: no earlier sample for a rate"
