@@ -12,6 +12,7 @@ boundary rules that Prometheus versions use.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 import shutil
@@ -35,6 +36,7 @@ from predictor.telemetry.series import (
     REASON_NO_PREVIOUS_SAMPLE,
 )
 
+EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "gpu-fleet.toml"
 STEP_SECONDS = 15
 LOOKBACK_SECONDS = 300
 # More points per series than one request may return (11,000), so the range is chunked.
@@ -361,6 +363,26 @@ query = "DCGM_FI_DEV_GPU_TEMP"
     ):
         query_range(source, session, "DCGM_FI_DEV_GPU_TEMP", evaluations[0] * 10**9,
                     evaluations[-1] * 10**9, step_ns)
+
+
+def test_example_queries_run_on_server(loaded, server, tmp_path):
+    """Every PromQL query of the GPU-fleet example parses and runs on the real server."""
+    example = load_settings(EXAMPLE, environ={"PREDICTOR_HOME": str(tmp_path)})
+    evaluations = _evaluation_times(loaded)
+    source = dataclasses.replace(
+        example.sources[0], url=server, max_retries=0,
+        start=pd.Timestamp(evaluations[0], unit="s", tz="UTC").isoformat(),
+        end=pd.Timestamp(evaluations[100], unit="s", tz="UTC").isoformat(),
+    )
+
+    raw = read_prometheus(source)
+
+    # The loaded data has the GPU temperature, the waiting requests and the
+    # time-to-first-token buckets; the other queries select no series.
+    assert set(raw.rows["metric"]) == {
+        "gpu_temp_max_celsius", "vllm_requests_waiting", "vllm_ttft_p95_seconds"
+    }
+    assert set(raw.rows["component"]) == {"gpu-node-1", "gpu-node-2", "gpu-node-1:8000"}
 
 
 def _histogram_quantile(q: float, counts: list[int]) -> float:
