@@ -51,7 +51,7 @@ def _previous_state(last_score: dict | None) -> LevelState:
 def _staleness(
     model: ComponentModel, rows: pd.DataFrame, times: pd.DatetimeIndex, settings: Settings
 ) -> tuple[np.ndarray, list[str | None]]:
-    """Flag grid times whose telemetry, or one of the key metrics, is too old; say why."""
+    """Flag grid times whose telemetry, or a key metric, is too old, with the reason."""
     required = key_metrics(settings, model.component, model.metrics)
     max_age = model.step * settings.levels.stale_after_steps
     reasons = stale_reasons(rows, times, max_age, required)

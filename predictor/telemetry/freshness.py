@@ -34,7 +34,7 @@ def key_metrics(settings: Settings, component: str, known_metrics: Sequence[str]
     -------
     list of str
         ``key_metrics`` of the declared component when set; otherwise the metrics with a
-        threshold for the component that the model knows, sorted.
+        threshold for the component that the model was trained on, sorted.
     """
     declared = settings.component(component)
     if declared is not None and declared.key_metrics is not None:
@@ -99,9 +99,7 @@ def stale_drivers(reason: str) -> list[dict]:
     return [{"kind": STALE_DRIVER_KIND, "reason": reason}]
 
 
-def _age_exceeded(
-    stamps: pd.Series, times: pd.DatetimeIndex, max_age: pd.Timedelta
-) -> np.ndarray:
+def _age_exceeded(stamps: pd.Series, times: pd.DatetimeIndex, max_age: pd.Timedelta) -> np.ndarray:
     """Flag times whose newest row in ``stamps`` at or before them is older than max_age."""
     observed = np.sort(stamps.to_numpy(dtype="datetime64[ns]"))
     grid = times.tz_convert("UTC").tz_localize(None).to_numpy(dtype="datetime64[ns]")

@@ -109,9 +109,9 @@ def ingest_source(
     Notes
     -----
     The rows of one ingest are committed to the store together: an ingest that fails,
-    crashes or is killed stores none of them. Ingest is idempotent: a second run on the same input writes nothing and counts every
-    stored row as a duplicate. Rows that were quarantined are quarantined again, with a
-    new quarantine file.
+    crashes or is killed stores none of them. Ingest is idempotent: a second run on the
+    same input writes nothing and counts every stored row as a duplicate. Rows that were
+    quarantined are quarantined again, with a new quarantine file.
     """
     store = store if store is not None else TelemetryStore(settings.telemetry_dir)
 

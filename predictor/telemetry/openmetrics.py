@@ -53,7 +53,8 @@ def read_openmetrics(source: SourceConfig, path: Path) -> RawTelemetry:
     lines = _read_lines(source, path)
     is_openmetrics = any(line.strip() == "# EOF" for line in lines[-3:])
     sample_lines = [
-        number for number, line in enumerate(lines, start=1)
+        number
+        for number, line in enumerate(lines, start=1)
         if line.strip() and not line.lstrip().startswith("#")
     ]
 
@@ -64,8 +65,10 @@ def read_openmetrics(source: SourceConfig, path: Path) -> RawTelemetry:
             position["line"] = number
             yield line
 
-    parse = openmetrics_parser.text_fd_to_metric_families if is_openmetrics else (
-        text_fd_to_metric_families
+    parse = (
+        openmetrics_parser.text_fd_to_metric_families
+        if is_openmetrics
+        else (text_fd_to_metric_families)
     )
     try:
         samples = [sample for family in parse(tracked()) for sample in family.samples]
@@ -85,9 +88,7 @@ def read_openmetrics(source: SourceConfig, path: Path) -> RawTelemetry:
         component_regex=source.component_regex,
     )
     # Both parsers keep the file order of samples, so sample i is on sample line i.
-    rows = sample_lines if len(sample_lines) == len(samples) else list(
-        range(1, len(samples) + 1)
-    )
+    rows = sample_lines if len(sample_lines) == len(samples) else list(range(1, len(samples) + 1))
     batches = []
     missing_time = []
     for sample, row in zip(samples, rows, strict=True):
@@ -108,8 +109,11 @@ def read_openmetrics(source: SourceConfig, path: Path) -> RawTelemetry:
     if missing_time:
         raw.rejected.loc[raw.rejected["source_row"].isin(missing_time), "timestamp"] = None
         logger.warning(
-            "source %s: %d samples in %s have no timestamp and are quarantined (first on "
-            "line %d)", source.name, len(missing_time), path, missing_time[0],
+            "source %s: %d samples in %s have no timestamp and are quarantined (first on line %d)",
+            source.name,
+            len(missing_time),
+            path,
+            missing_time[0],
         )
     return raw
 
@@ -126,9 +130,10 @@ def _read_lines(source: SourceConfig, path: Path) -> list[str]:
     except UnicodeDecodeError as error:
         line = data[: error.start].count(b"\n") + 1
         raise InputError(
-            f"byte {data[error.start:error.start + 1]!r} is not valid {source.encoding}; "
+            f"byte {data[error.start : error.start + 1]!r} is not valid {source.encoding}; "
             "set encoding in the source config to the file's encoding",
-            path=str(path), row=line,
+            path=str(path),
+            row=line,
         ) from None
     return text.splitlines(keepends=True)
 

@@ -1,9 +1,9 @@
 """Read telemetry from a Prometheus server through its HTTP API.
 
 Each configured PromQL query is evaluated with ``/api/v1/query_range`` at every multiple
-of ``step_seconds`` (since the Unix epoch) between the start and the end of the range, so
-two ingests of overlapping ranges ask for the same evaluation times and the store skips
-the repeats. The range is split into requests of at most ``max_points_per_request``
+of ``step_seconds`` (since the Unix epoch) between the start and the end of the range.
+Two ingests of overlapping ranges therefore request the same evaluation times, and the
+store skips the repeats. The range is split into requests of at most ``max_points_per_request``
 points per series, below the server's limit of 11,000.
 
 What comes back is mapped to long rows by :mod:`predictor.telemetry.series`:
@@ -40,7 +40,7 @@ from predictor.telemetry.series import (
 logger = logging.getLogger(__name__)
 
 QUERY_RANGE_PATH = "/api/v1/query_range"
-# Overload and gateway errors are worth another attempt; other HTTP errors are not.
+# Overload and gateway errors may pass on another attempt, other HTTP errors will not.
 RETRY_STATUS = frozenset({429, 502, 503, 504})
 NS_PER_MS = 1_000_000
 
@@ -73,7 +73,7 @@ def read_prometheus(
     Raises
     ------
     PrometheusError
-        If the server cannot be reached after the retries, answers with an HTTP error,
+        If the server cannot be reached after the retries, returns an HTTP error,
         or rejects a query; the message names the query and the server.
     ConfigError
         If ``start``, ``end`` or a mapping option is invalid.
@@ -93,14 +93,15 @@ def read_prometheus(
             )
             # A raw counter needs one sample before the range to give the first rate.
             query_start = start_ns - step_ns if query.raw_counter else start_ns
-            series = _query_all_chunks(source, session, query, query_start, end_ns, step_ns,
-                                       counter)
-            for one in series:
+            series = _query_all_chunks(
+                source, session, query, query_start, end_ns, step_ns, counter
+            )
+            for labeled in series:
                 if query.raw_counter:
-                    rates, reasons = counter_rates(one, start_ns)
+                    rates, reasons = counter_rates(labeled, start_ns)
                     batches.append((rates, mapping, reasons))
                 else:
-                    batches.append((one, mapping, None))
+                    batches.append((labeled, mapping, None))
     finally:
         if own_session:
             session.close()
@@ -108,13 +109,19 @@ def read_prometheus(
     raw = series_to_raw(batches)
     logger.info(
         "prometheus source %s at %s: %d queries, %d series, %d samples, %d rejected",
-        source.name, source.url, len(source.queries), len(batches), raw.rows_read,
+        source.name,
+        source.url,
+        len(source.queries),
+        len(batches),
+        raw.rows_read,
         len(raw.rejected),
     )
     return raw
 
 
-def evaluation_range(source: SourceConfig, now: pd.Timestamp | None = None) -> tuple[int, int, int]:
+def evaluation_range(
+    source: SourceConfig, now: pd.Timestamp | None = None
+) -> tuple[int, int, int]:
     """Return the first and last evaluation time and the step, in nanoseconds.
 
     Both ends are moved inwards to multiples of the step since the Unix epoch.
@@ -128,8 +135,7 @@ def evaluation_range(source: SourceConfig, now: pd.Timestamp | None = None) -> t
         start = end - pd.Timedelta(minutes=source.lookback_minutes)
     if start > end:
         raise ConfigError(
-            f"source {source.name!r}: start {start.isoformat()!r} is after end "
-            f"{end.isoformat()!r}"
+            f"source {source.name!r}: start {start.isoformat()!r} is after end {end.isoformat()!r}"
         )
     start_ns = -(-start.value // step_ns) * step_ns
     end_ns = end.value // step_ns * step_ns
@@ -180,8 +186,9 @@ def _query_all_chunks(
     """Run one query chunk by chunk; join each label set's samples across chunks."""
     by_labels: dict[tuple[tuple[str, str], ...], Series] = {}
     n_chunks = 0
-    for chunk_start, chunk_end in chunk_ranges(start_ns, end_ns, step_ns,
-                                               source.max_points_per_request):
+    for chunk_start, chunk_end in chunk_ranges(
+        start_ns, end_ns, step_ns, source.max_points_per_request
+    ):
         n_chunks += 1
         result = query_range(source, session, query.query, chunk_start, chunk_end, step_ns)
         for item in result:
@@ -197,7 +204,10 @@ def _query_all_chunks(
                 series.source_rows.append(next(counter))
     logger.debug(
         "prometheus source %s: query %r returned %d series in %d requests",
-        source.name, query.query, len(by_labels), n_chunks,
+        source.name,
+        query.query,
+        len(by_labels),
+        n_chunks,
     )
     return list(by_labels.values())
 
@@ -227,8 +237,9 @@ def query_range(
     for attempt in range(source.max_retries + 1):
         retry_reason = None
         try:
-            response = session.post(url, data=form, timeout=source.timeout_seconds,
-                                    headers=dict(source.headers))
+            response = session.post(
+                url, data=form, timeout=source.timeout_seconds, headers=dict(source.headers)
+            )
         except requests.Timeout:
             retry_reason = f"no response within timeout_seconds={source.timeout_seconds:g}"
         except requests.ConnectionError as error:
@@ -239,13 +250,15 @@ def query_range(
             retry_reason = f"HTTP {response.status_code}: {_body_error(response)}"
 
         if attempt == source.max_retries:
-            raise PrometheusError(
-                f"{where} failed after {attempt + 1} attempts: {retry_reason}"
-            )
+            raise PrometheusError(f"{where} failed after {attempt + 1} attempts: {retry_reason}")
         wait_seconds = source.retry_backoff_seconds * 2**attempt
         logger.warning(
             "%s: attempt %d of %d failed (%s); retrying in %.1f s",
-            where, attempt + 1, source.max_retries + 1, retry_reason, wait_seconds,
+            where,
+            attempt + 1,
+            source.max_retries + 1,
+            retry_reason,
+            wait_seconds,
         )
         time.sleep(wait_seconds)
     raise AssertionError("unreachable")  # pragma: no cover
@@ -268,7 +281,7 @@ def _result(response: requests.Response, where: str) -> list[dict[str, Any]]:
             f"{payload.get('error')}"
         )
     for warning in payload.get("warnings") or []:
-        logger.warning("%s: the server warns: %s", where, warning)
+        logger.warning("%s: the server returned a warning: %s", where, warning)
 
     data = payload.get("data") or {}
     if data.get("resultType") != "matrix":

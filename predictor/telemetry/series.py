@@ -48,7 +48,7 @@ SPECIAL_VALUES = {"NaN": math.nan, "+Inf": math.inf, "-Inf": -math.inf}
 
 @dataclass(frozen=True)
 class SeriesMapping:
-    """How the labels of one series give its component and metric name.
+    """The rule that maps the labels of one series to its component and metric name.
 
     Parameters
     ----------
@@ -72,9 +72,7 @@ class SeriesMapping:
 
     def __post_init__(self) -> None:
         try:
-            fields = tuple(
-                name for _, name, _, _ in string.Formatter().parse(self.metric) if name
-            )
+            fields = tuple(name for _, name, _, _ in string.Formatter().parse(self.metric) if name)
         except ValueError as error:
             raise ConfigError(f"metric template {self.metric!r}: {error}") from None
         object.__setattr__(self, "_fields", fields)
@@ -82,9 +80,7 @@ class SeriesMapping:
             try:
                 pattern = re.compile(self.component_regex)
             except re.error as error:
-                raise ConfigError(
-                    f"component_regex {self.component_regex!r}: {error}"
-                ) from None
+                raise ConfigError(f"component_regex {self.component_regex!r}: {error}") from None
             if pattern.groups != 1:
                 raise ConfigError(
                     f"component_regex {self.component_regex!r}: expected exactly one "
@@ -129,8 +125,9 @@ class Series:
 def format_labels(labels: Mapping[str, str]) -> str:
     """Write a label set the way PromQL does: ``name{a="1", b="2"}``."""
     name = labels.get("__name__", "")
-    rest = ", ".join(f'{key}="{value}"' for key, value in sorted(labels.items())
-                     if key != "__name__")
+    rest = ", ".join(
+        f'{key}="{value}"' for key, value in sorted(labels.items()) if key != "__name__"
+    )
     return f"{name}{{{rest}}}"
 
 
@@ -159,8 +156,7 @@ def counter_rates(series: Series, start_ns: int) -> tuple[Series, list[str | Non
     rates = Series(labels=series.labels)
     reasons: list[str | None] = []
     previous: tuple[int, float] | None = None
-    for time_ns, text, row in zip(series.times_ns, series.values, series.source_rows,
-                                  strict=True):
+    for time_ns, text, row in zip(series.times_ns, series.values, series.source_rows, strict=True):
         value = _float_or_nan(text)
         finite = math.isfinite(value)
         if time_ns >= start_ns:
@@ -216,8 +212,9 @@ def series_to_raw(
         frames.append(
             pd.DataFrame(
                 {
-                    TIMESTAMP: pd.to_datetime(np.asarray(series.times_ns, dtype=np.int64),
-                                              unit="ns", utc=True),
+                    TIMESTAMP: pd.to_datetime(
+                        np.asarray(series.times_ns, dtype=np.int64), unit="ns", utc=True
+                    ),
                     COMPONENT: component,
                     METRIC: metric,
                     VALUE: values,

@@ -328,8 +328,7 @@ def _replace_line(path: Path, line: int, text: str) -> None:
             "telemetry.csv",
             2,
             "2024-01-01 00:00:00,machine-1-2,m00,0.5",
-            r"telemetry\.csv, row 2, column 'timestamp': timestamp '2024-01-01 00:00:00' "
-            r"has no UTC offset",
+            r"telemetry\.csv, row 2, column 'timestamp': timestamp '2024-01-01 00:00:00' has",
         ),
         (
             "telemetry.csv",

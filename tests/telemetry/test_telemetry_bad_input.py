@@ -143,9 +143,24 @@ def test_cli_bad_input_exits_2(tmp_path, file_name, file_format, message):
     config.write_text("", encoding="utf-8")
 
     completed = subprocess.run(
-        [sys.executable, "-m", "predictor.cli", "--config", str(config), "ingest",
-         str(CORPUS / file_name), "--format", file_format, "--component", "gpu-1"],
-        capture_output=True, text=True, env=environment, timeout=120, check=False,
+        [
+            sys.executable,
+            "-m",
+            "predictor.cli",
+            "--config",
+            str(config),
+            "ingest",
+            str(CORPUS / file_name),
+            "--format",
+            file_format,
+            "--component",
+            "gpu-1",
+        ],
+        capture_output=True,
+        text=True,
+        env=environment,
+        timeout=120,
+        check=False,
     )
 
     assert completed.returncode == 2

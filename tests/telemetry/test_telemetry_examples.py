@@ -22,9 +22,7 @@ def test_gpu_fleet_example_loads(tmp_path):
     for component in settings.components:
         assert is_valid_name(component.name)
         assert set(component.key_metrics or ()) <= produced
-    assert {component.group for component in settings.components} == {
-        "pool-a", "pool-a-vllm"
-    }
+    assert {component.group for component in settings.components} == {"pool-a", "pool-a-vllm"}
 
 
 def test_gpu_fleet_example_covers_dcgm_and_vllm(tmp_path):
@@ -32,10 +30,17 @@ def test_gpu_fleet_example_covers_dcgm_and_vllm(tmp_path):
     queries = " ".join(query.query for query in settings.sources[0].queries)
 
     for name in (
-        "DCGM_FI_DEV_GPU_TEMP", "DCGM_FI_DEV_FB_USED", "DCGM_FI_DEV_FB_FREE",
-        "DCGM_FI_DEV_POWER_USAGE", "DCGM_FI_DEV_XID_ERRORS", "DCGM_FI_DEV_ECC_DBE_VOL_TOTAL",
-        "DCGM_FI_DEV_CLOCK_THROTTLE_REASONS", "vllm:num_requests_waiting",
-        "vllm:num_requests_running", "vllm:kv_cache_usage_perc",
-        "vllm:time_to_first_token_seconds_bucket", "vllm:e2e_request_latency_seconds_bucket",
+        "DCGM_FI_DEV_GPU_TEMP",
+        "DCGM_FI_DEV_FB_USED",
+        "DCGM_FI_DEV_FB_FREE",
+        "DCGM_FI_DEV_POWER_USAGE",
+        "DCGM_FI_DEV_XID_ERRORS",
+        "DCGM_FI_DEV_ECC_DBE_VOL_TOTAL",
+        "DCGM_FI_DEV_CLOCK_THROTTLE_REASONS",
+        "vllm:num_requests_waiting",
+        "vllm:num_requests_running",
+        "vllm:kv_cache_usage_perc",
+        "vllm:time_to_first_token_seconds_bucket",
+        "vllm:e2e_request_latency_seconds_bucket",
     ):
         assert name in queries

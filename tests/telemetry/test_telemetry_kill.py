@@ -66,12 +66,16 @@ def _telemetry(days: int) -> pd.DataFrame:
     times = pd.date_range("2026-10-01T00:00Z", periods=days * 24, freq="h")
     frames = []
     for offset, component in enumerate(["gpu-1", "gpu-2"]):
-        frames.append(pd.DataFrame({
-            "timestamp": times.strftime("%Y-%m-%dT%H:%M:%SZ"),
-            "component": component,
-            "metric": "gpu_temp_celsius",
-            "value": [60.0 + offset + (i % 17) for i in range(len(times))],
-        }))
+        frames.append(
+            pd.DataFrame(
+                {
+                    "timestamp": times.strftime("%Y-%m-%dT%H:%M:%SZ"),
+                    "component": component,
+                    "metric": "gpu_temp_celsius",
+                    "value": [60.0 + offset + (i % 17) for i in range(len(times))],
+                }
+            )
+        )
     return pd.concat(frames, ignore_index=True)
 
 
@@ -99,7 +103,11 @@ def _run_killed(config: Path, data: Path, home: Path, point: str, count: int) ->
     environment.update(PYTHONPATH=str(REPO), PREDICTOR_HOME=str(home))
     completed = subprocess.run(
         [sys.executable, "-c", KILLER, str(config), str(data), point, str(count)],
-        env=environment, capture_output=True, text=True, timeout=120, check=False,
+        env=environment,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
     )
     return completed.returncode
 
@@ -136,7 +144,9 @@ def test_killed_ingest_leaves_store_unchanged(base_store, point, count):
     # The next ingest removes the leftovers and stores the whole file once.
     summary = ingest_source(SourceConfig(name="fleet", format="long", path=data), settings)
     assert (summary.written, summary.duplicates, summary.quarantined) == (
-        2 * 15 * 24, 2 * 5 * 24, 1
+        2 * 15 * 24,
+        2 * 5 * 24,
+        1,
     )
     assert len(_snapshot(settings)) == 2 * 20 * 24
     assert not list(settings.telemetry_dir.rglob("*.tmp"))

@@ -27,7 +27,7 @@ QUIET_END = pd.Timestamp(1780365240, unit="s", tz="UTC")
 
 
 class ReplayServer(ThreadingHTTPServer):
-    """Answers query_range with scripted (status, body, delay) replies, in order."""
+    """Replies to query_range with scripted (status, body, delay) tuples, in order."""
 
     def __init__(self, replies: list[tuple[int, dict, float]]) -> None:
         super().__init__(("127.0.0.1", 0), ReplayHandler)
@@ -92,15 +92,18 @@ def _r06_for_query(form: dict[str, list[str]]) -> dict:
 
 
 def _settings(tmp_path: Path, url: str, extra: str = "", queries: str | None = None):
-    queries = queries or """
+    queries = (
+        queries
+        or """
 [[sources.queries]]
 query = "histogram_quantile(0.99, sum by (component, le) (rate(checkout_latency_bucket[5m])))"
 metric = "latency_p99_seconds"
 
 [[sources.queries]]
-query = "sum by (component) (rate(errors_total[5m])) / sum by (component) (rate(requests_total[5m]))"
+query = "sum by (component) (rate(errors_total[5m])) / sum by (component) (rate(requests[5m]))"
 metric = "error_ratio"
 """
+    )
     config = tmp_path / "predictor.toml"
     config.write_text(
         f"""
@@ -159,11 +162,15 @@ def test_r06_quiet_period_reads_as_stale(replay, tmp_path):
 def test_retries_overload_then_succeeds(replay, tmp_path, caplog):
     overloaded = {"status": "error", "errorType": "unavailable", "error": "too many queries"}
     server = replay([(503, overloaded, 0.0), (503, overloaded, 0.0), (200, _r06_for_query, 0.0)])
-    settings = _settings(tmp_path, server.url, queries="""
+    settings = _settings(
+        tmp_path,
+        server.url,
+        queries="""
 [[sources.queries]]
 query = "latency"
 metric = "latency_p99_seconds"
-""")
+""",
+    )
 
     raw = read_prometheus(settings.sources[0])
 
@@ -186,7 +193,7 @@ def test_timeout_names_query_and_server(replay, tmp_path):
 
 
 def test_bad_request_not_retried(replay, tmp_path):
-    bad = {"status": "error", "errorType": "bad_data", "error": "invalid parameter \"query\""}
+    bad = {"status": "error", "errorType": "bad_data", "error": 'invalid parameter "query"'}
     server = replay([(400, bad, 0.0)])
     settings = _settings(tmp_path, server.url)
 
@@ -217,8 +224,9 @@ def test_not_prometheus_response(replay, tmp_path):
 
 
 def test_requests_cover_range_on_step_grid(replay, tmp_path):
-    server = replay([(200, {"status": "success",
-                            "data": {"resultType": "matrix", "result": []}}, 0.0)])
+    server = replay(
+        [(200, {"status": "success", "data": {"resultType": "matrix", "result": []}}, 0.0)]
+    )
     settings = _settings(tmp_path, server.url, "max_points_per_request = 50")
 
     read_prometheus(settings.sources[0])

@@ -117,9 +117,7 @@ def loaded(tmp_path_factory) -> dict:
             f'vllm:time_to_first_token_seconds_count{{instance="gpu-node-1:8000"}} '
             f"{counts[-1]} {t}"
         )
-        lines.append(
-            f'vllm:time_to_first_token_seconds_sum{{instance="gpu-node-1:8000"}} 1.5 {t}'
-        )
+        lines.append(f'vllm:time_to_first_token_seconds_sum{{instance="gpu-node-1:8000"}} 1.5 {t}')
     # The pod label changes halfway: a restarted pod is a new series.
     lines.append("# TYPE vllm:num_requests_waiting gauge")
     half = N_SAMPLES // 2
@@ -136,7 +134,9 @@ def loaded(tmp_path_factory) -> dict:
     data = folder / "data"
     subprocess.run(
         ["promtool", "tsdb", "create-blocks-from", "openmetrics", str(source), str(data)],
-        check=True, capture_output=True, timeout=300,
+        check=True,
+        capture_output=True,
+        timeout=300,
     )
     return {"folder": folder, "data": data, "start": start, "times": times}
 
@@ -157,10 +157,14 @@ def server(loaded) -> Iterator[str]:
     log = (loaded["folder"] / "prometheus.log").open("wb")
     process = subprocess.Popen(
         [
-            "prometheus", f"--config.file={config}", f"--storage.tsdb.path={loaded['data']}",
-            f"--web.listen-address=127.0.0.1:{port}", "--storage.tsdb.retention.time=10y",
+            "prometheus",
+            f"--config.file={config}",
+            f"--storage.tsdb.path={loaded['data']}",
+            f"--web.listen-address=127.0.0.1:{port}",
+            "--storage.tsdb.retention.time=10y",
         ],
-        stdout=log, stderr=subprocess.STDOUT,
+        stdout=log,
+        stderr=subprocess.STDOUT,
     )
     try:
         deadline = time.monotonic() + 60
@@ -188,8 +192,8 @@ def _settings(tmp_path: Path, url: str, start: int, end: int, queries: str):
 name = "fleet"
 format = "prometheus"
 url = "{url}"
-start = "{pd.Timestamp(start, unit='s', tz='UTC').isoformat()}"
-end = "{pd.Timestamp(end, unit='s', tz='UTC').isoformat()}"
+start = "{pd.Timestamp(start, unit="s", tz="UTC").isoformat()}"
+end = "{pd.Timestamp(end, unit="s", tz="UTC").isoformat()}"
 step_seconds = {STEP_SECONDS}
 max_retries = 0
 {queries}
@@ -221,7 +225,10 @@ def _stored(settings) -> pd.DataFrame:
 def test_gauges_round_trip_every_value(loaded, server, tmp_path, caplog):
     evaluations = _evaluation_times(loaded)
     settings = _settings(
-        tmp_path, server, evaluations[0], evaluations[-1],
+        tmp_path,
+        server,
+        evaluations[0],
+        evaluations[-1],
         """
 [[sources.queries]]
 query = "DCGM_FI_DEV_GPU_TEMP"
@@ -262,14 +269,19 @@ component_label = "Hostname"
     assert "returned 4 series in 2 requests" in caplog.text
     # The 40 missing samples repeat the last value for 19 evaluations (5 minutes of
     # look-back) and leave 21 evaluations without a row; 3 samples are NaN or infinite.
-    node2 = stored[(stored["component"] == "gpu-node-2") & (stored["metric"] == "gpu0_temp_celsius")]
+    node2 = stored[
+        (stored["component"] == "gpu-node-2") & (stored["metric"] == "gpu0_temp_celsius")
+    ]
     assert len(node2) == N_SAMPLES - 21 - 3
 
 
 def test_counter_histogram_and_label_change(loaded, server, tmp_path):
     evaluations = _evaluation_times(loaded)
     settings = _settings(
-        tmp_path, server, evaluations[0], evaluations[-1],
+        tmp_path,
+        server,
+        evaluations[0],
+        evaluations[-1],
         f"""
 component_label = "instance"
 component_regex = "^([^:]+)"
@@ -327,7 +339,10 @@ metric = "vllm_requests_waiting"
 def test_promql_error_names_query_and_server(server, tmp_path):
     start = _grid_start()
     settings = _settings(
-        tmp_path, server, start, start + 600,
+        tmp_path,
+        server,
+        start,
+        start + 600,
         """
 [[sources.queries]]
 query = "rate(DCGM_FI_DEV_GPU_TEMP[5m]"
@@ -346,7 +361,10 @@ def test_one_request_over_limit_is_rejected(loaded, server, tmp_path):
     """The server's own limit, which the chunking keeps below."""
     evaluations = _evaluation_times(loaded)
     settings = _settings(
-        tmp_path, server, evaluations[0], evaluations[-1],
+        tmp_path,
+        server,
+        evaluations[0],
+        evaluations[-1],
         """
 max_points_per_request = 11000
 
@@ -361,8 +379,14 @@ query = "DCGM_FI_DEV_GPU_TEMP"
         requests.Session() as session,
         pytest.raises(PrometheusError, match="exceeded maximum resolution of 11,000 points"),
     ):
-        query_range(source, session, "DCGM_FI_DEV_GPU_TEMP", evaluations[0] * 10**9,
-                    evaluations[-1] * 10**9, step_ns)
+        query_range(
+            source,
+            session,
+            "DCGM_FI_DEV_GPU_TEMP",
+            evaluations[0] * 10**9,
+            evaluations[-1] * 10**9,
+            step_ns,
+        )
 
 
 def test_example_queries_run_on_server(loaded, server, tmp_path):
@@ -370,7 +394,9 @@ def test_example_queries_run_on_server(loaded, server, tmp_path):
     example = load_settings(EXAMPLE, environ={"PREDICTOR_HOME": str(tmp_path)})
     evaluations = _evaluation_times(loaded)
     source = dataclasses.replace(
-        example.sources[0], url=server, max_retries=0,
+        example.sources[0],
+        url=server,
+        max_retries=0,
         start=pd.Timestamp(evaluations[0], unit="s", tz="UTC").isoformat(),
         end=pd.Timestamp(evaluations[100], unit="s", tz="UTC").isoformat(),
     )
@@ -380,7 +406,9 @@ def test_example_queries_run_on_server(loaded, server, tmp_path):
     # The loaded data has the GPU temperature, the waiting requests and the
     # time-to-first-token buckets; the other queries select no series.
     assert set(raw.rows["metric"]) == {
-        "gpu_temp_max_celsius", "vllm_requests_waiting", "vllm_ttft_p95_seconds"
+        "gpu_temp_max_celsius",
+        "vllm_requests_waiting",
+        "vllm_ttft_p95_seconds",
     }
     assert set(raw.rows["component"]) == {"gpu-node-1", "gpu-node-2", "gpu-node-1:8000"}
 
