@@ -78,16 +78,18 @@ def stale_reasons(
     """
     age_text = _age_text(max_age)
     reasons: list[str | None] = [None] * len(times)
-    checks = [(None, _age_exceeded(rows[TIMESTAMP], times, max_age))]
+    checks: list[tuple[str | None, np.ndarray]] = [
+        (None, _age_exceeded(rows[TIMESTAMP], times, max_age))
+    ]
     for metric in required_metrics:
         metric_rows = rows.loc[rows[METRIC] == metric, TIMESTAMP]
         checks.append((metric, _age_exceeded(metric_rows, times, max_age)))
 
-    for metric, exceeded in checks:
-        if metric is None:
+    for missing_metric, exceeded in checks:
+        if missing_metric is None:
             reason = f"no telemetry for more than {age_text}"
         else:
-            reason = f"key metric {metric!r} has no row for more than {age_text}"
+            reason = f"key metric {missing_metric!r} has no row for more than {age_text}"
         for index in np.flatnonzero(exceeded):
             if reasons[index] is None:
                 reasons[index] = reason

@@ -13,6 +13,7 @@ import gzip
 import logging
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TextIO, cast
 
 from prometheus_client.openmetrics import parser as openmetrics_parser
 from prometheus_client.parser import text_fd_to_metric_families
@@ -71,7 +72,9 @@ def read_openmetrics(source: SourceConfig, path: Path) -> RawTelemetry:
         else (text_fd_to_metric_families)
     )
     try:
-        samples = [sample for family in parse(tracked()) for sample in family.samples]
+        # Both parsers only iterate over their argument, so a line iterator serves as a file.
+        lines_io = cast("TextIO", tracked())
+        samples = [sample for family in parse(lines_io) for sample in family.samples]
     except ValueError as error:
         line = position["line"]
         text = lines[line - 1].rstrip("\n") if line else ""
@@ -89,7 +92,7 @@ def read_openmetrics(source: SourceConfig, path: Path) -> RawTelemetry:
     )
     # Both parsers keep the file order of samples, so sample i is on sample line i.
     rows = sample_lines if len(sample_lines) == len(samples) else list(range(1, len(samples) + 1))
-    batches = []
+    batches: list[tuple[Series, SeriesMapping, list[str | None] | None]] = []
     missing_time = []
     for sample, row in zip(samples, rows, strict=True):
         labels = {"__name__": sample.name, **sample.labels}
@@ -102,7 +105,9 @@ def read_openmetrics(source: SourceConfig, path: Path) -> RawTelemetry:
             series.times_ns.append(_timestamp_ns(sample.timestamp))
         series.values.append(text)
         series.source_rows.append(row)
-        reasons = [REASON_NO_TIMESTAMP] if sample.timestamp is None else None
+        reasons: list[str | None] | None = (
+            [REASON_NO_TIMESTAMP] if sample.timestamp is None else None
+        )
         batches.append((series, mapping, reasons))
 
     raw = series_to_raw(batches)

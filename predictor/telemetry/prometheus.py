@@ -82,7 +82,7 @@ def read_prometheus(
     own_session = session is None
     session = session or requests.Session()
     counter = iter(range(1, 2**62))
-    batches = []
+    batches: list[tuple[Series, SeriesMapping, list[str | None] | None]] = []
     try:
         for query in source.queries:
             mapping = SeriesMapping(
