@@ -7,6 +7,7 @@ stores the reason, because missing telemetry must never read as health.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 
 import numpy as np
@@ -16,6 +17,8 @@ from predictor.config import Settings
 from predictor.telemetry.schema import METRIC, TIMESTAMP
 
 STALE_DRIVER_KIND = "stale"
+# The driver metric of a score whose whole telemetry is missing.
+ALL_METRICS = "*"
 
 
 def key_metrics(settings: Settings, component: str, known_metrics: Sequence[str]) -> list[str]:
@@ -97,8 +100,15 @@ def stale_reasons(
 
 
 def stale_drivers(reason: str) -> list[dict]:
-    """Return the drivers field of an ``unknown`` score: the reason it is unknown."""
-    return [{"kind": STALE_DRIVER_KIND, "reason": reason}]
+    """Return the drivers field of an ``unknown`` score: the reason it is unknown.
+
+    The entry keeps the keys of every driver (``metric``, ``contribution``, ``kind``) so
+    that readers of the drivers need no special case. ``metric`` is the missing key
+    metric, or ``"*"`` when all telemetry is missing, and ``contribution`` is 1.
+    """
+    match = re.match(r"key metric '(.+)' has no row", reason)
+    metric = match.group(1) if match else ALL_METRICS
+    return [{"metric": metric, "contribution": 1.0, "kind": STALE_DRIVER_KIND, "reason": reason}]
 
 
 def _age_exceeded(stamps: pd.Series, times: pd.DatetimeIndex, max_age: pd.Timedelta) -> np.ndarray:

@@ -10,6 +10,7 @@ import pytest
 
 from predictor import pipeline
 from predictor.config import load_settings
+from predictor.report import risk_table
 from predictor.telemetry.freshness import stale_reasons
 
 METRICS = ["cpu_r", "load_1", "load_5", "mem_u"]
@@ -96,7 +97,12 @@ def test_missing_key_metric_then_silence(trained, tmp_path):
     assert latest["level"] == "unknown"
     assert latest["stale"]
     assert latest["drivers"] == [
-        {"kind": "stale", "reason": "key metric 'cpu_r' has no row for more than 3 minutes"}
+        {
+            "metric": "cpu_r",
+            "contribution": 1.0,
+            "kind": "stale",
+            "reason": "key metric 'cpu_r' has no row for more than 3 minutes",
+        }
     ]
 
     # The rest arrives, cpu_r again from row 1500.
@@ -122,8 +128,14 @@ def test_missing_key_metric_then_silence(trained, tmp_path):
     assert latest["level"] == "unknown"
     assert latest["scored_at"] == START + STEP * (N_ROWS - 1 + 4)
     assert latest["drivers"] == [
-        {"kind": "stale", "reason": "no telemetry for more than 3 minutes"}
+        {
+            "metric": "*",
+            "contribution": 1.0,
+            "kind": "stale",
+            "reason": "no telemetry for more than 3 minutes",
+        }
     ]
+    assert "* (stale 1.00)" in risk_table(store)
 
 
 def test_stale_reasons_name_first_missing_cause():
