@@ -96,7 +96,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     ingest.add_argument(
         "--format",
-        choices=("long", "wide", "nab", "matrix"),
+        choices=("long", "wide", "nab", "matrix", "openmetrics"),
         default="long",
         help="layout of PATH (default: long)",
     )

@@ -32,7 +32,11 @@ from typing import Any
 
 from predictor.exceptions import ConfigError
 
-SOURCE_FORMATS = ("long", "wide", "nab", "matrix")
+SOURCE_FORMATS = ("long", "wide", "nab", "matrix", "openmetrics", "prometheus")
+# Formats read from a file at ``path``; the others read a server.
+FILE_FORMATS = ("long", "wide", "nab", "matrix", "openmetrics")
+# Prometheus rejects a range query that returns more points per series than this.
+PROMETHEUS_MAX_POINTS = 11_000
 SOURCE_ROLES = ("train", "replay", "split")
 LABEL_FORMATS = ("nab", "rows")
 HOOK_TYPES = ("webhook", "command")
@@ -41,17 +45,41 @@ DEFAULT_CONFIG_NAME = "predictor.toml"
 
 
 @dataclass(frozen=True)
+class PrometheusQueryConfig:
+    """One PromQL query of a Prometheus source and how its series map to long rows.
+
+    ``metric`` is a template filled from each series' labels with :meth:`str.format`,
+    for example ``"{__name__}"`` or ``"gpu{gpu}_temp_celsius"``. The component is the
+    value of ``component_label`` (the source's when unset), reduced to the first group
+    of ``component_regex`` when that is set, or the fixed ``component``. With
+    ``raw_counter = true`` the query returns a raw counter and the stored value is its
+    per-second rate between consecutive samples, a drop counting as a counter reset.
+    """
+
+    query: str
+    metric: str = "{__name__}"
+    component: str | None = None
+    component_label: str | None = None
+    component_regex: str | None = None
+    raw_counter: bool = False
+
+
+@dataclass(frozen=True)
 class SourceConfig:
-    """One telemetry input file and how to read it.
+    """One telemetry input (a file, or a Prometheus server) and how to read it.
 
     ``role`` sets which part of the timeline the file is: ``train`` (fit models on it),
     ``replay`` (score it forward in time order) or ``split`` (the first
     ``train_fraction`` of its rows train, capped at ``max_train_rows``; the rest replay).
+
+    The keys from ``url`` on are for ``format = "prometheus"``. ``component_label``,
+    ``component_regex`` and ``metric_template`` also apply to ``format =
+    "openmetrics"``. See ``docs/telemetry.md``.
     """
 
     name: str
     format: str
-    path: Path
+    path: Path | None = None
     role: str = "replay"
     component: str | None = None
     component_column: str | None = None
@@ -73,15 +101,39 @@ class SourceConfig:
     labels_format: str | None = None
     labels_key: str | None = None
     windows_path: Path | None = None
+    encoding: str = "utf-8-sig"
+    url: str | None = None
+    queries: tuple[PrometheusQueryConfig, ...] = ()
+    end: str | None = None
+    lookback_minutes: float = 60.0
+    component_label: str = "instance"
+    component_regex: str | None = None
+    metric_template: str = "{__name__}"
+    max_points_per_request: int = 10_000
+    timeout_seconds: float = 30.0
+    max_retries: int = 3
+    retry_backoff_seconds: float = 1.0
+    headers: Mapping[str, str] = field(default_factory=dict)
+
+    @property
+    def location(self) -> str:
+        """The file path or the server URL, for messages."""
+        return str(self.path) if self.path is not None else str(self.url)
 
 
 @dataclass(frozen=True)
 class ComponentConfig:
-    """A known component, its failure domain and optionally its allowed metrics."""
+    """A known component, its failure domain and optionally its allowed metrics.
+
+    ``key_metrics`` are the metrics without which the component cannot be judged: when
+    one of them has no row for ``levels.stale_after_steps`` grid steps, the component is
+    scored ``unknown``. Unset, the key metrics are those with a threshold.
+    """
 
     name: str
     group: str | None = None
     metrics: tuple[str, ...] = ()
+    key_metrics: tuple[str, ...] | None = None
 
 
 @dataclass(frozen=True)
@@ -277,6 +329,17 @@ def _build(cls: type, values: Mapping[str, Any], where: str, base: Path | None) 
 def _coerce(value: Any, annotation: str, where: str, base: Path | None) -> Any:
     if value is None:
         return None
+    if annotation.startswith("tuple[PrometheusQueryConfig"):
+        if not isinstance(value, list) or not all(isinstance(v, dict) for v in value):
+            raise ConfigError(f"{where}: expected an array of tables, got {value!r}")
+        return tuple(
+            _build(PrometheusQueryConfig, table, f"{where}[{i}]", base)
+            for i, table in enumerate(value)
+        )
+    if annotation.startswith("bool"):
+        if not isinstance(value, bool):
+            raise ConfigError(f"{where}: expected true or false, got {value!r}")
+        return value
     if annotation.startswith("Path"):
         if not isinstance(value, str):
             raise ConfigError(f"{where}: expected a path string, got {value!r}")
@@ -375,6 +438,10 @@ def _validate_source(source: SourceConfig, where: str) -> None:
     _require_choice(source.format, SOURCE_FORMATS, f"{where}.format")
     _require_choice(source.role, SOURCE_ROLES, f"{where}.role")
     _require_choice(source.labels_format, LABEL_FORMATS, f"{where}.labels_format")
+    if source.format in FILE_FORMATS and source.path is None:
+        raise ConfigError(f"{where}.path: required for format {source.format!r}")
+    if source.format == "prometheus":
+        _validate_prometheus_source(source, where)
     if source.format in ("nab", "matrix") and source.component is None:
         raise ConfigError(f"{where}.component: required for format {source.format!r}")
     if source.format == "matrix":
@@ -389,6 +456,42 @@ def _validate_source(source: SourceConfig, where: str) -> None:
     if source.train_fraction is not None and not 0.0 < source.train_fraction < 1.0:
         raise ConfigError(
             f"{where}.train_fraction: expected a number in (0, 1), got {source.train_fraction!r}"
+        )
+
+
+def _validate_prometheus_source(source: SourceConfig, where: str) -> None:
+    if not source.url or not source.url.startswith(("http://", "https://")):
+        raise ConfigError(
+            f"{where}.url: expected the server's base URL such as "
+            f"'http://prometheus:9090' for format 'prometheus', got {source.url!r}"
+        )
+    if not source.queries:
+        raise ConfigError(
+            f"{where}.queries: expected at least one [[sources.queries]] table with a "
+            "'query' for format 'prometheus'"
+        )
+    if source.step_seconds is None or source.step_seconds <= 0:
+        raise ConfigError(
+            f"{where}.step_seconds: expected a positive number of seconds for format "
+            f"'prometheus', got {source.step_seconds!r}"
+        )
+    if not 2 <= source.max_points_per_request <= PROMETHEUS_MAX_POINTS:
+        raise ConfigError(
+            f"{where}.max_points_per_request: expected an integer in [2, "
+            f"{PROMETHEUS_MAX_POINTS}] (the server's limit per series), got "
+            f"{source.max_points_per_request!r}"
+        )
+    positive = {
+        "lookback_minutes": source.lookback_minutes,
+        "timeout_seconds": source.timeout_seconds,
+    }
+    for key, value in positive.items():
+        if value <= 0:
+            raise ConfigError(f"{where}.{key}: expected a positive number, got {value!r}")
+    if source.max_retries < 0 or source.retry_backoff_seconds < 0:
+        raise ConfigError(
+            f"{where}: expected max_retries >= 0 and retry_backoff_seconds >= 0, got "
+            f"{source.max_retries!r} and {source.retry_backoff_seconds!r}"
         )
 
 
@@ -504,6 +607,13 @@ def _parse_settings(raw: dict[str, Any], path: Path | None, env: Mapping[str, st
         _build(ComponentConfig, table, f"components[{i}]", base)
         for i, table in enumerate(_table_list(raw, "components", path))
     )
+    for i, component in enumerate(components):
+        for metric in component.key_metrics or ():
+            if component.metrics and metric not in component.metrics:
+                raise ConfigError(
+                    f"components[{i}].key_metrics: {metric!r} is not in the component's "
+                    f"metrics {list(component.metrics)}"
+                )
     thresholds = tuple(
         _build(ThresholdConfig, table, f"thresholds[{i}]", base)
         for i, table in enumerate(_table_list(raw, "thresholds", path))

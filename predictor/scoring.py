@@ -22,6 +22,7 @@ from predictor.model import ComponentModel
 from predictor.risk import LEVELS, LevelState, assign_levels, fuse_risk
 from predictor.risk_calibration import RiskCalibration
 from predictor.telemetry import TelemetryStore
+from predictor.telemetry.freshness import key_metrics, stale_drivers, stale_reasons
 
 logger = logging.getLogger(__name__)
 
@@ -47,16 +48,14 @@ def _previous_state(last_score: dict | None) -> LevelState:
     )
 
 
-def _stale_mask(rows: pd.DataFrame, times: pd.DatetimeIndex, max_age: pd.Timedelta) -> np.ndarray:
-    """Flag grid times whose newest telemetry row is older than ``max_age``."""
-    observed = np.sort(rows["timestamp"].to_numpy(dtype="datetime64[ns]"))
-    grid = times.tz_convert("UTC").tz_localize(None).to_numpy(dtype="datetime64[ns]")
-    positions = np.searchsorted(observed, grid, side="right") - 1
-    stale = np.ones(len(grid), dtype=bool)
-    seen = positions >= 0
-    age = grid[seen] - observed[positions[seen]]
-    stale[seen] = age > max_age.to_timedelta64()
-    return stale
+def _staleness(
+    model: ComponentModel, rows: pd.DataFrame, times: pd.DatetimeIndex, settings: Settings
+) -> tuple[np.ndarray, list[str | None]]:
+    """Flag grid times whose telemetry, or a key metric, is too old, with the reason."""
+    required = key_metrics(settings, model.component, model.metrics)
+    max_age = model.step * settings.levels.stale_after_steps
+    reasons = stale_reasons(rows, times, max_age, required)
+    return np.array([reason is not None for reason in reasons], dtype=bool), reasons
 
 
 def _trim_trailing_silence(
@@ -165,8 +164,9 @@ def score_component(
 
     # A silence is marked by one ``unknown`` score at its start. The grid points inside
     # it are scored once telemetry returns.
-    stale = _stale_mask(rows, times, step * settings.levels.stale_after_steps)
+    stale, stale_why = _staleness(model, rows, times, settings)
     times, stale = _trim_trailing_silence(times, stale)
+    stale_why = stale_why[: len(times)]
     if last_score is not None and last_score["stale"] and stale.all():
         # Still silent since the stored unknown score: nothing new to record, so a
         # repeated run writes nothing.
@@ -193,6 +193,10 @@ def score_component(
         ]
         + forecast_row
         for anomaly_row, forecast_row in zip(anomaly_drivers, forecast_drivers, strict=True)
+    ]
+    # An unknown score is explained by what is missing, not by stale features.
+    drivers = [
+        stale_drivers(why) if why else row for row, why in zip(drivers, stale_why, strict=True)
     ]
 
     records = pd.DataFrame(

@@ -21,7 +21,7 @@ from predictor.config import Settings, SourceConfig
 from predictor.exceptions import PredictorError
 from predictor.telemetry.readers import RAW_VALUE, REASON, SOURCE_ROW, read_source
 from predictor.telemetry.schema import COMPONENT, METRIC, TIMESTAMP, VALUE
-from predictor.telemetry.store import TelemetryStore
+from predictor.telemetry.store import AppendResult, TelemetryStore
 from predictor.telemetry.validate import validate
 
 logger = logging.getLogger(__name__)
@@ -41,8 +41,8 @@ class IngestSummary:
     ----------
     source : str
         The source name.
-    path : Path
-        The input file.
+    path : Path or str
+        The input file, or the server URL of a Prometheus source.
     rows_read : int
         Long rows read (file rows times metrics).
     written : int
@@ -66,7 +66,7 @@ class IngestSummary:
     """
 
     source: str
-    path: Path
+    path: Path | str
     rows_read: int
     written: int
     quarantined: int
@@ -101,27 +101,39 @@ def ingest_source(
     ------
     InputError
         If the file cannot be read as the declared format.
+    PrometheusError
+        If a Prometheus query fails.
     AccountingError
         If the row counts do not add up, which means a bug in ingest.
 
     Notes
     -----
-    Ingest is idempotent: a second run on the same input writes nothing and counts every
-    stored row as a duplicate. Rows that were quarantined are quarantined again, with a
-    new quarantine file.
+    The rows of one ingest are committed to the store together: an ingest that fails,
+    crashes or is killed stores none of them. Ingest is idempotent: a second run on the
+    same input writes nothing and counts every stored row as a duplicate. Rows that were
+    quarantined are quarantined again, with a new quarantine file.
     """
     store = store if store is not None else TelemetryStore(settings.telemetry_dir)
 
     raw = read_source(source)
     good, invalid = validate(raw.rows, settings)
-    appended = store.append(good)
 
-    quarantine = _quarantine_frame(raw.rejected, invalid, appended.conflicts)
-    quarantine_file = _write_quarantine(quarantine, source, settings.quarantine_dir)
+    # The quarantine file is written before the append commits, so a failure to write
+    # it leaves the store unchanged.
+    quarantined: dict[str, object] = {}
+
+    def write_quarantine(appended: AppendResult) -> None:
+        frame = _quarantine_frame(raw.rejected, invalid, appended.conflicts)
+        quarantined["frame"] = frame
+        quarantined["file"] = _write_quarantine(frame, source, settings.quarantine_dir)
+
+    appended = store.append(good, before_commit=write_quarantine)
+    quarantine: pd.DataFrame = quarantined["frame"]  # type: ignore[assignment]
+    quarantine_file: Path | None = quarantined["file"]  # type: ignore[assignment]
 
     summary = IngestSummary(
         source=source.name,
-        path=Path(source.path),
+        path=Path(source.path) if source.path is not None else source.location,
         rows_read=raw.rows_read,
         written=appended.written,
         quarantined=len(quarantine),

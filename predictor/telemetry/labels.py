@@ -91,7 +91,7 @@ def read_labels(source: SourceConfig) -> list[LabeledFailure]:
 
 def labeled_component(source: SourceConfig) -> str:
     """Return the component that a source's labels belong to."""
-    return source.component if source.component is not None else Path(source.path).stem
+    return source.component if source.component is not None else Path(str(source.path)).stem
 
 
 def _load_json(path: Path) -> Any:
@@ -142,7 +142,8 @@ def _read_nab_labels(source: SourceConfig, labels_path: Path) -> list[LabeledFai
         )
     windows_path = Path(source.windows_path)
     # NAB keys are "<category>/<file name>", which matches the data file's last two parts.
-    key = source.labels_key or f"{Path(source.path).parent.name}/{Path(source.path).name}"
+    data_path = Path(str(source.path))
+    key = source.labels_key or f"{data_path.parent.name}/{data_path.name}"
 
     labels = [_utc(value, labels_path, key) for value in _entry(_load_json(labels_path), key,
                                                                 labels_path)]

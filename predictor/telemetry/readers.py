@@ -25,6 +25,8 @@ A file name ending in ``.parquet`` or ``.pq`` is read as Parquet, anything else 
 
 from __future__ import annotations
 
+import csv
+import gzip
 import json
 import logging
 import re
@@ -63,6 +65,7 @@ EARLIEST_PLAUSIBLE = pd.Timestamp("2000-01-01", tz="UTC")
 MAX_FUTURE = pd.Timedelta(days=1)
 
 PARQUET_SUFFIXES = (".parquet", ".pq")
+GZIP_MAGIC = b"\x1f\x8b"
 THOUSANDS_CANDIDATES = (",", ".", " ", "\u00a0", "'", "_")
 _OFFSET_PATTERN = r"[T ]\d{1,2}:\d{2}(?::\d{2}(?:[.,]\d+)?)?\s*(?:[Zz]|[+-]\d{2}(?::?\d{2})?)$"
 _EPOCH_PATTERN = r"\s*[+-]?\d+(?:\.\d*)?\s*"
@@ -139,13 +142,23 @@ def read_source(source: SourceConfig) -> RawTelemetry:
     line 1, and the 1-based row number in a Parquet file or a headerless matrix.
     Lines whose cells are all empty are skipped and not counted.
     """
-    path = Path(source.path)
+    if source.format == "prometheus":
+        # Imported here because the Prometheus reader builds on this module.
+        from predictor.telemetry.prometheus import read_prometheus
+
+        return read_prometheus(source)
+
+    path = Path(str(source.path))
     if not path.is_file():
         raise InputError(f"telemetry file not found for source {source.name!r}", path=str(path))
     _check_source_options(source)
 
     if source.format == "matrix":
         raw = _read_matrix(source, path)
+    elif source.format == "openmetrics":
+        from predictor.telemetry.openmetrics import read_openmetrics
+
+        raw = read_openmetrics(source, path)
     else:
         raw = _read_table_format(source, path)
 
@@ -230,7 +243,39 @@ def _is_parquet(path: Path) -> bool:
     return path.suffix.lower() in PARQUET_SUFFIXES
 
 
-def _read_header_file(path: Path) -> tuple[pd.DataFrame, np.ndarray]:
+def _compression(path: Path) -> str | None:
+    """Return "gzip" for gzip data whatever the file name, else let pandas infer it."""
+    with path.open("rb") as handle:
+        if handle.read(2) == GZIP_MAGIC:
+            return "gzip"
+    return "infer"
+
+
+def _csv_error(error: Exception, path: Path, encoding: str) -> InputError:
+    """Turn a CSV parser or decoding error into an InputError naming the line."""
+    if isinstance(error, UnicodeDecodeError):
+        opener = gzip.open if _compression(path) == "gzip" else open
+        with opener(path, "rb") as handle:
+            head = handle.read(error.start)
+        line = head.count(b"\n") + 1
+        byte = error.object[error.start : error.start + 1]
+        return InputError(
+            f"byte {byte!r} is not valid {encoding} text; set encoding in the source config "
+            "to the file's encoding (for example \"latin-1\" or \"utf-16\")",
+            path=str(path), row=line,
+        )
+    match = re.search(r"Expected (\d+) fields in line (\d+), saw (\d+)", str(error))
+    if match:
+        return InputError(
+            f"expected {match[1]} fields as in the header, got {match[3]}",
+            path=str(path), row=int(match[2]),
+        )
+    return InputError(f"cannot read as CSV: {str(error).strip()}", path=str(path))
+
+
+def _read_header_file(
+    path: Path, encoding: str = "utf-8-sig"
+) -> tuple[pd.DataFrame, np.ndarray]:
     """Read a CSV or Parquet file with a header; return the frame and its row numbers."""
     if _is_parquet(path):
         try:
@@ -239,17 +284,19 @@ def _read_header_file(path: Path) -> tuple[pd.DataFrame, np.ndarray]:
             raise InputError(f"cannot read as Parquet: {error}", path=str(path)) from None
         return frame, np.arange(1, len(frame) + 1, dtype=np.int64)
 
+    compression = _compression(path)
     try:
         # Every cell is read as text so that nothing is coerced before we look at it:
         # a "1,024" must not silently become NaN.
         frame = pd.read_csv(
             path, dtype=str, na_filter=False, keep_default_na=False,
-            skip_blank_lines=False, encoding="utf-8-sig", compression="infer",
+            skip_blank_lines=False, encoding=encoding, compression=compression,
         )
     except pd.errors.EmptyDataError:
         return pd.DataFrame(), np.array([], dtype=np.int64)
-    except (pd.errors.ParserError, UnicodeDecodeError) as error:
-        raise InputError(f"cannot read as CSV: {error}", path=str(path)) from None
+    except (pd.errors.ParserError, UnicodeError) as error:
+        raise _csv_error(error, path, encoding) from None
+    _reject_repeated_header(path, encoding, compression)
 
     # Line 1 is the header, so data row i (0-based) is line i + 2. Blank lines are kept
     # by the parser so that these numbers stay true, then dropped here.
@@ -261,13 +308,32 @@ def _read_header_file(path: Path) -> tuple[pd.DataFrame, np.ndarray]:
     return frame, line_numbers
 
 
+def _reject_repeated_header(path: Path, encoding: str, compression: str | None) -> None:
+    """Raise when a header name repeats; pandas would rename the second one silently."""
+    opener = gzip.open if compression == "gzip" else open
+    with opener(path, "rt", encoding=encoding, newline="") as handle:
+        names = next(csv.reader(handle), [])
+    repeated = sorted({name for name in names if names.count(name) > 1})
+    if repeated:
+        raise InputError(
+            f"the header names columns {repeated} more than once; expected unique names",
+            path=str(path), row=1, column=repeated[0],
+        )
+
+
+def _row_of(frame: pd.DataFrame, position: int) -> int | None:
+    """Return the file row of the frame row at ``position``, when the reader recorded it."""
+    rows = frame.attrs.get(SOURCE_ROW)
+    return int(rows[position]) if rows is not None and position < len(rows) else None
+
+
 def _require_columns(frame: pd.DataFrame, columns: list[str], path: Path) -> None:
     found = [str(column) for column in frame.columns]
     for column in columns:
         if column not in frame.columns:
             raise InputError(
                 f"missing column {column!r}; found columns {found}",
-                path=str(path), column=column,
+                path=str(path), row=1, column=column,
             )
 
 
@@ -275,7 +341,8 @@ def _require_columns(frame: pd.DataFrame, columns: list[str], path: Path) -> Non
 
 
 def _read_table_format(source: SourceConfig, path: Path) -> RawTelemetry:
-    frame, source_rows = _read_header_file(path)
+    frame, source_rows = _read_header_file(path, source.encoding)
+    frame.attrs[SOURCE_ROW] = source_rows
     if frame.empty:
         # An empty file or a header without rows contains no telemetry, which is not an error.
         return RawTelemetry(empty_raw_rows(), empty_rejected_rows(), 0)
@@ -442,10 +509,13 @@ def _read_matrix(source: SourceConfig, path: Path) -> RawTelemetry:
 def _read_matrix_cells(source: SourceConfig, path: Path) -> pd.DataFrame:
     """Read a headerless matrix, as float64 when every cell is a finite number."""
     if _is_parquet(path):
-        frame, _ = _read_header_file(path)
+        frame, _ = _read_header_file(path, source.encoding)
         return frame
 
-    options = {"header": None, "compression": "infer", "skip_blank_lines": False}
+    options = {
+        "header": None, "compression": _compression(path), "skip_blank_lines": False,
+        "encoding": source.encoding,
+    }
     if source.thousands is None and source.decimal == ".":
         # Fast path for clean files such as SMD (about 24,000 rows x 38 columns).
         try:
@@ -462,8 +532,8 @@ def _read_matrix_cells(source: SourceConfig, path: Path) -> pd.DataFrame:
         return pd.read_csv(path, dtype=str, na_filter=False, keep_default_na=False, **options)
     except pd.errors.EmptyDataError:
         return pd.DataFrame()
-    except (pd.errors.ParserError, UnicodeDecodeError) as error:
-        raise InputError(f"cannot read as CSV: {error}", path=str(path)) from None
+    except (pd.errors.ParserError, UnicodeError) as error:
+        raise _csv_error(error, path, source.encoding) from None
 
 
 # --- timestamps -----------------------------------------------------------------------
@@ -585,12 +655,12 @@ def _localise(
     if zone is None:
         if naive_is_utc or naive.isna().all():
             return naive.dt.tz_localize("UTC")
-        example = naive.dropna().iloc[0]
+        first = int(np.flatnonzero(naive.notna().to_numpy())[0])
         raise InputError(
-            f"timestamps have no UTC offset (for example {str(example)!r}), so their zone is "
-            "unknown; write them in ISO 8601 with an offset such as '+00:00', or set "
+            f"timestamp {str(naive.iloc[first])!r} has no UTC offset, so its zone is "
+            "unknown; write times in ISO 8601 with an offset such as '+00:00', or set "
             "timezone = \"<IANA zone>\" in the source config",
-            path=str(path), column=source.timestamp_column,
+            path=str(path), row=_row_of(frame, first), column=source.timestamp_column,
         )
 
     index = pd.DatetimeIndex(naive)
@@ -632,7 +702,7 @@ def _resolve_ambiguous(
             f"daylight-saving change in {source.timezone!r} (first: {str(naive.iloc[first])!r}), "
             "so they could be either of two UTC times; set order_column to a column that "
             "gives the true row order, or write times with a UTC offset",
-            path=str(path), column=source.timestamp_column,
+            path=str(path), row=_row_of(frame, first), column=source.timestamp_column,
         )
 
     order = pd.to_numeric(frame[source.order_column], errors="coerce")
@@ -640,7 +710,7 @@ def _resolve_ambiguous(
         bad_row = int(np.flatnonzero(order.isna().to_numpy())[0])
         raise InputError(
             f"order_column must contain numbers, got {frame[source.order_column].iloc[bad_row]!r}",
-            path=str(path), column=source.order_column,
+            path=str(path), row=_row_of(frame, bad_row), column=source.order_column,
         )
 
     keys = pd.MultiIndex.from_arrays(groups) if len(groups) > 1 else pd.Index(groups[0])
@@ -665,7 +735,7 @@ def _resolve_ambiguous(
 
 
 def _parse_values(
-    source: SourceConfig, column: str, series: pd.Series, path: Path
+    source: SourceConfig, column: str, series: pd.Series, path: Path, rows: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray]:
     """Parse one value column to float64; return values and a per-cell reason or None."""
     reasons = np.full(len(series), None, dtype=object)
@@ -688,16 +758,17 @@ def _parse_values(
     values = pd.to_numeric(text, errors="coerce").to_numpy(dtype="float64", na_value=np.nan)
     unparsed = np.isnan(values) & ~_is_nan_literal(text)
     if unparsed.any():
-        _reject_undeclared_separators(source, column, series[unparsed], path)
+        _reject_undeclared_separators(source, column, series[unparsed], path, rows[unparsed])
+        _reject_decimal_commas(source, column, series[unparsed], path, rows[unparsed])
         if unparsed.all():
             hint = (
                 "; list the metric columns in metric_names to leave it out"
                 if source.format == "wide" else ""
             )
             raise InputError(
-                f"the column contains text, not numbers (for example "
+                f"expected numbers, but the column contains only text (for example "
                 f"{series[unparsed].iloc[0]!r}){hint}",
-                path=str(path), column=column,
+                path=str(path), row=int(rows[0]), column=column,
             )
     reasons[~np.isfinite(values)] = REASON_NON_FINITE
     reasons[unparsed] = REASON_NON_NUMERIC
@@ -721,8 +792,29 @@ def _thousands_pattern(separator: str, decimal: str) -> str:
     )
 
 
+def _reject_decimal_commas(
+    source: SourceConfig, column: str, failed: pd.Series, path: Path, rows: np.ndarray
+) -> None:
+    """Raise when values use a decimal comma that the config does not declare.
+
+    A comma followed by other than three digits cannot be a thousands separator, so
+    ``"61,5"`` is a decimal comma; quarantining it would drop every such value.
+    """
+    if source.decimal == ",":
+        return
+    text = failed.astype(str).str.strip()
+    decimal_comma = text.str.fullmatch(r"[+-]?\d+,(?:\d{1,2}|\d{4,})").to_numpy()
+    if decimal_comma.any():
+        first = int(np.flatnonzero(decimal_comma)[0])
+        raise InputError(
+            f"value {text.iloc[first]!r} uses a decimal comma; expected a '.' decimal mark, "
+            "or set decimal = \",\" in the source config",
+            path=str(path), row=int(rows[first]), column=column,
+        )
+
+
 def _reject_undeclared_separators(
-    source: SourceConfig, column: str, failed: pd.Series, path: Path
+    source: SourceConfig, column: str, failed: pd.Series, path: Path, rows: np.ndarray
 ) -> None:
     """Raise when values failed only because of thousands separators the config lacks.
 
@@ -735,7 +827,8 @@ def _reject_undeclared_separators(
             continue
         grouped = text.str.fullmatch(_thousands_pattern(separator, source.decimal))
         if grouped.any():
-            example = text[grouped].iloc[0]
+            first = int(np.flatnonzero(grouped.to_numpy())[0])
+            example = text.iloc[first]
             hint = ""
             if separator == ",":
                 hint = ' (or decimal = "," if the comma is the decimal mark)'
@@ -743,7 +836,7 @@ def _reject_undeclared_separators(
                 f"{int(grouped.sum())} values use {separator!r} as a thousands separator "
                 f"(for example {example!r}); set thousands = {json.dumps(separator)} in the "
                 f"source config{hint}",
-                path=str(path), column=column,
+                path=str(path), row=int(rows[first]), column=column,
             )
 
 
@@ -761,7 +854,9 @@ def _assemble(
     """Melt per-row times and per-metric value columns into long rows, row-major."""
     names = list(value_columns)
     n_rows, n_metrics = len(timestamps), len(names)
-    parsed = [_parse_values(source, name, value_columns[name], path) for name in names]
+    parsed = [
+        _parse_values(source, name, value_columns[name], path, source_rows) for name in names
+    ]
 
     # Cell (i, j) is file row i, metric j; ravel() walks them in file order.
     values = np.column_stack([p[0] for p in parsed]).ravel()

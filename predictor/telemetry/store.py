@@ -11,6 +11,13 @@ component name is percent-encoded in the folder name, which pyarrow decodes on r
 Each row has one key, (component, metric, timestamp), and the store keeps one value per
 key. :meth:`TelemetryStore.append` skips exact duplicates and returns rows that would
 change a stored value as conflicts: the first value seen wins.
+
+An append is one transaction. Its part files are named ``part-<txid>-<uuid>.parquet``
+and count as stored only once the empty marker file ``_commits/<txid>`` exists, which
+the append creates last by an atomic rename. Readers skip part files without a marker,
+so an append that crashes or is killed at any point leaves the store as it was; the
+next append deletes its leftover files. Part files named ``part-<uuid>.parquet``, from
+stores written before transactions, count as committed.
 """
 
 from __future__ import annotations
@@ -18,8 +25,9 @@ from __future__ import annotations
 import fcntl
 import logging
 import os
+import re
 import uuid
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -54,6 +62,8 @@ FILE_SCHEMA = pa.schema(
 PARTITION_SCHEMA = pa.schema([pa.field(COMPONENT, pa.string()), pa.field(DATE, pa.string())])
 NS_PER_DAY = 86_400 * 10**9
 LOCK_NAME = ".lock"
+COMMITS_DIR = "_commits"
+_TRANSACTION_PART = re.compile(r"^part-([0-9a-f]{32})-[0-9a-f]{32}\.parquet$")
 
 
 @dataclass
@@ -90,9 +100,10 @@ class TelemetryStore:
     -----
     Appends hold an exclusive ``flock`` on ``<root>/.lock``, so appends from several
     processes on one host run one after the other. Readers take no lock: they see only
-    complete files, because each file is written under a hidden temporary name, synced
-    to disk and then renamed into place. A crash mid-append leaves whole files for some
-    partitions and none for the rest; appending the same rows again completes it.
+    the part files of committed appends, because each append writes its files first
+    (each under a hidden temporary name, synced and renamed) and then commits them all
+    at once by renaming a marker file into ``_commits/``. A crash mid-append leaves the
+    stored rows as they were; appending the same rows again stores them.
 
     Every append adds one file per (component, day) it touches.
 
@@ -119,7 +130,11 @@ class TelemetryStore:
 
     # --- writing ----------------------------------------------------------------------
 
-    def append(self, rows: pd.DataFrame) -> AppendResult:
+    def append(
+        self,
+        rows: pd.DataFrame,
+        before_commit: Callable[[AppendResult], None] | None = None,
+    ) -> AppendResult:
         """Add rows that are not stored yet; skip duplicates and return conflicts.
 
         Parameters
@@ -128,6 +143,10 @@ class TelemetryStore:
             Long rows with ``timestamp`` (tz-aware), ``component``, ``metric`` and
             ``value``, in the order they were read. Other columns are ignored for
             storage but kept in the returned conflicts.
+        before_commit : callable or None, default=None
+            Called with the result after the new files are written and before they are
+            committed, for work that must succeed together with the append (ingest
+            writes its quarantine file here). If it raises, nothing is stored.
 
         Returns
         -------
@@ -148,9 +167,13 @@ class TelemetryStore:
         """
         frame = _normalise_input(rows)
         if frame.empty:
-            return AppendResult(0, 0, _empty_conflicts(rows))
+            result = AppendResult(0, 0, _empty_conflicts(rows))
+            if before_commit is not None:
+                before_commit(result)
+            return result
 
         with self._lock():
+            self._remove_uncommitted()
             exact_repeat = frame.duplicated(subset=[*KEY_COLUMNS, VALUE], keep="first")
             candidates = frame.loc[~exact_repeat]
             stored = self._stored_keys(candidates)
@@ -164,16 +187,76 @@ class TelemetryStore:
 
             conflicts = _conflicts(rows, candidates, in_store & ~same_value, matched_value,
                                    new, repeated_key)
-            self._write(to_write)
+            duplicates = int(exact_repeat.sum()) + int(same_value.sum())
+            result = AppendResult(
+                written=len(to_write), duplicates=duplicates, conflicts=conflicts
+            )
+            self._write_transaction(to_write, result, before_commit)
 
-        duplicates = int(exact_repeat.sum()) + int(same_value.sum())
         logger.debug(
             "telemetry store %s: %d rows in, %d written, %d duplicates, %d conflicts",
             self.root, len(frame), len(to_write), duplicates, len(conflicts),
         )
-        return AppendResult(written=len(to_write), duplicates=duplicates, conflicts=conflicts)
+        return result
 
-    def _write(self, rows: pd.DataFrame) -> None:
+    def _write_transaction(
+        self,
+        rows: pd.DataFrame,
+        result: AppendResult,
+        before_commit: Callable[[AppendResult], None] | None,
+    ) -> None:
+        """Write the part files of one append, run ``before_commit``, then commit."""
+        transaction = uuid.uuid4().hex
+        written: list[Path] = []
+        try:
+            self._write(rows, transaction, written)
+            if before_commit is not None:
+                before_commit(result)
+            if written:
+                self._commit(transaction)
+        except BaseException:
+            for path in written:
+                path.unlink(missing_ok=True)
+            raise
+
+    def _commit(self, transaction: str) -> None:
+        """Make a transaction's files visible with one atomic rename of its marker."""
+        folder = self.root / COMMITS_DIR
+        folder.mkdir(parents=True, exist_ok=True)
+        temporary = folder / f".{transaction}.tmp"
+        with temporary.open("wb") as handle:
+            os.fsync(handle.fileno())
+        os.replace(temporary, folder / transaction)
+        _sync_folder(folder)
+
+    def _committed(self) -> set[str]:
+        folder = self.root / COMMITS_DIR
+        if not folder.is_dir():
+            return set()
+        return {name for name in os.listdir(folder) if not name.startswith(".")}
+
+    def _is_visible(self, path: Path, committed: set[str]) -> bool:
+        match = _TRANSACTION_PART.match(path.name)
+        return match is None or match.group(1) in committed
+
+    def _remove_uncommitted(self) -> None:
+        """Delete files left by appends that died before their commit (lock held)."""
+        committed = self._committed()
+        removed = 0
+        for path in self.root.glob(f"{COMPONENT}=*/{DATE}=*/*"):
+            leftover = path.name.startswith(".") and path.name.endswith(".tmp")
+            if leftover or not self._is_visible(path, committed):
+                path.unlink(missing_ok=True)
+                removed += 1
+        for path in (self.root / COMMITS_DIR).glob(".*.tmp"):
+            path.unlink(missing_ok=True)
+        if removed:
+            logger.warning(
+                "telemetry store %s: removed %d files of an append that did not commit",
+                self.root, removed,
+            )
+
+    def _write(self, rows: pd.DataFrame, transaction: str, written: list[Path]) -> None:
         if rows.empty:
             return
         days = rows[TIMESTAMP].to_numpy(dtype="datetime64[ns]").astype(np.int64) // NS_PER_DAY
@@ -185,7 +268,9 @@ class TelemetryStore:
             table = pa.Table.from_pandas(
                 part[[TIMESTAMP, METRIC, VALUE]], schema=FILE_SCHEMA, preserve_index=False
             )
-            _write_atomically(table, self._partition_dir(str(component), date))
+            _write_atomically(
+                table, self._partition_dir(str(component), date), transaction, written
+            )
 
     @contextmanager
     def _lock(self) -> Iterator[None]:
@@ -248,18 +333,23 @@ class TelemetryStore:
 
     def components(self) -> list[str]:
         """Return the names of the components that have stored rows, sorted."""
+        committed = self._committed()
         names = [
             unquote(folder.name.partition("=")[2])
             for folder in self._component_dirs(None)
-            if any(folder.glob("date=*/part-*.parquet"))
+            if any(self._is_visible(p, committed) for p in folder.glob("date=*/part-*.parquet"))
         ]
         return sorted(names)
 
     def last_timestamp(self, component: str) -> pd.Timestamp | None:
         """Return the latest stored timestamp of ``component``, or None if it has none."""
         folder = self.root / f"{COMPONENT}={_encode(component)}"
+        committed = self._committed()
         for date_dir in sorted(folder.glob("date=*"), reverse=True):
-            files = sorted(date_dir.glob("part-*.parquet"))
+            files = [
+                p for p in sorted(date_dir.glob("part-*.parquet"))
+                if self._is_visible(p, committed)
+            ]
             if not files:
                 continue
             table = ds.dataset([str(f) for f in files], format="parquet",
@@ -274,9 +364,14 @@ class TelemetryStore:
         days = rows[TIMESTAMP].to_numpy(dtype="datetime64[ns]").astype(np.int64) // NS_PER_DAY
         touched = pd.DataFrame({COMPONENT: rows[COMPONENT].to_numpy(), "_day": days})
         files: list[Path] = []
+        committed = self._committed()
         for component, day in touched.drop_duplicates().itertuples(index=False):
             date = pd.Timestamp(int(day) * NS_PER_DAY, unit="ns").strftime("%Y-%m-%d")
-            files.extend(sorted(self._partition_dir(str(component), date).glob("part-*.parquet")))
+            folder = self._partition_dir(str(component), date)
+            files.extend(
+                p for p in sorted(folder.glob("part-*.parquet"))
+                if self._is_visible(p, committed)
+            )
         if not files:
             return _empty_long()
         dataset = ds.dataset(
@@ -296,6 +391,7 @@ class TelemetryStore:
         first_day = start.strftime("%Y-%m-%d") if start is not None else None
         last_day = end.strftime("%Y-%m-%d") if end is not None else None
         files: list[Path] = []
+        committed = self._committed()
         for folder in self._component_dirs(components):
             for date_dir in sorted(folder.glob("date=*")):
                 date = date_dir.name.partition("=")[2]
@@ -303,7 +399,10 @@ class TelemetryStore:
                     continue
                 if last_day is not None and date > last_day:
                     continue
-                files.extend(sorted(date_dir.glob("part-*.parquet")))
+                files.extend(
+                    p for p in sorted(date_dir.glob("part-*.parquet"))
+                    if self._is_visible(p, committed)
+                )
         return files
 
     def _component_dirs(self, components: Iterable[str] | None) -> list[Path]:
@@ -417,16 +516,20 @@ def _empty_conflicts(rows: pd.DataFrame) -> pd.DataFrame:
     return conflicts
 
 
-def _write_atomically(table: pa.Table, folder: Path) -> Path:
-    """Write one part file so that readers never see it half-written.
+def _write_atomically(
+    table: pa.Table, folder: Path, transaction: str, written: list[Path]
+) -> Path:
+    """Write one part file of a transaction so that readers never see it half-written.
 
     The file is written under a name starting with ".", which part-file globs skip, then
-    synced and renamed: ``os.replace`` is atomic on POSIX file systems.
+    synced and renamed: ``os.replace`` is atomic on POSIX file systems. The final path
+    is added to ``written`` before the rename, so a rollback can remove it.
     """
     folder.mkdir(parents=True, exist_ok=True)
-    name = f"part-{uuid.uuid4().hex}.parquet"
+    name = f"part-{transaction}-{uuid.uuid4().hex}.parquet"
     temporary = folder / f".{name}.tmp"
     final = folder / name
+    written.append(final)
     try:
         with temporary.open("wb") as handle:
             pq.write_table(table, handle)

@@ -2,7 +2,8 @@
 
 A row is kept when all of these are true:
 
-- its timestamp is set;
+- its timestamp is set, not before 2000-01-01 and not more than one day in the future
+  (clock skew between collectors is tolerated up to that);
 - its component and metric are valid names
   (:func:`predictor.telemetry.schema.is_valid_name`);
 - its component is declared, when the settings declare components;
@@ -21,12 +22,13 @@ import numpy as np
 import pandas as pd
 
 from predictor.config import Settings
-from predictor.telemetry.readers import RAW_VALUE, REASON
+from predictor.telemetry.readers import EARLIEST_PLAUSIBLE, MAX_FUTURE, RAW_VALUE, REASON
 from predictor.telemetry.schema import COMPONENT, METRIC, TIMESTAMP, VALUE, is_valid_name
 
 logger = logging.getLogger(__name__)
 
 REASON_MISSING_TIMESTAMP = "missing timestamp"
+REASON_IMPLAUSIBLE_TIME = "timestamp before 2000-01-01 or more than one day in the future"
 REASON_INVALID_COMPONENT = "invalid component name"
 REASON_INVALID_METRIC = "invalid metric name"
 REASON_UNKNOWN_COMPONENT = "unknown component (not declared in [[components]])"
@@ -62,8 +64,12 @@ def validate(rows: pd.DataFrame, settings: Settings) -> tuple[pd.DataFrame, pd.D
     values = rows[VALUE].to_numpy(dtype="float64", na_value=np.nan)
 
     # Checks run from the most basic to the most specific; the first failure is kept.
+    latest = pd.Timestamp.now(tz="UTC") + MAX_FUTURE
+    times = rows[TIMESTAMP]
+    implausible = times.notna() & ((times < EARLIEST_PLAUSIBLE) | (times > latest))
     checks = [
-        (rows[TIMESTAMP].isna().to_numpy(), REASON_MISSING_TIMESTAMP, rows[TIMESTAMP]),
+        (times.isna().to_numpy(), REASON_MISSING_TIMESTAMP, times),
+        (implausible.to_numpy(), REASON_IMPLAUSIBLE_TIME, times),
         (~_map_unique(components, is_valid_name), REASON_INVALID_COMPONENT, components),
         (~_map_unique(metrics, is_valid_name), REASON_INVALID_METRIC, metrics),
         *_declared_checks(components, metrics, settings),

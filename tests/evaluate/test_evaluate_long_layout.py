@@ -328,13 +328,13 @@ def _replace_line(path: Path, line: int, text: str) -> None:
             "telemetry.csv",
             2,
             "2024-01-01 00:00:00,machine-1-2,m00,0.5",
-            r"telemetry\.csv, column 'timestamp': timestamps have no UTC offset",
+            r"telemetry\.csv, row 2, column 'timestamp': timestamp '2024-01-01 00:00:00' has",
         ),
         (
             "telemetry.csv",
             1,
             "timestamp,component,name,value",
-            r"telemetry\.csv, column 'metric': missing column 'metric'",
+            r"telemetry\.csv, row 1, column 'metric': missing column 'metric'",
         ),
     ],
 )

@@ -168,8 +168,8 @@ def test_lost_rows_raise_accounting_error(nab_slice, make_settings):
     class LossyStore(TelemetryStore):
         """A store with a bug: it drops the last row without counting it."""
 
-        def append(self, rows):
-            return super().append(rows.iloc[:-1])
+        def append(self, rows, before_commit=None):
+            return super().append(rows.iloc[:-1], before_commit=before_commit)
 
     settings = make_settings()
     with pytest.raises(AccountingError, match=r"= 299, but 300 rows were read"):

@@ -170,7 +170,7 @@ def test_missing_column_lists_found(tmp_path):
     path.write_text("timestamp,component,metric,val\n2026-06-01T00:00:00Z,a,b,1\n")
     with pytest.raises(
         InputError,
-        match=r"long\.csv, column 'value': missing column 'value'; found columns "
+        match=r"long\.csv, row 1, column 'value': missing column 'value'; found columns "
         r"\['timestamp', 'component', 'metric', 'val'\]",
     ):
         read_source(_source(path, "long"))
