@@ -145,7 +145,8 @@ def test_worse_challenger_is_rejected_and_champion_keeps_serving(rejected):
     assert gate.champion["positives"] == gate.challenger["positives"] == 79
     assert gate.champion["rows"] == gate.challenger["rows"] == 564
     assert gate.challenger["auc_pr"] == pytest.approx(0.155, abs=0.01)
-    assert gate.champion["auc_pr"] == pytest.approx(0.291, abs=0.01)
+    # The default ensemble ranks this holdout's failure rows about twice as well.
+    assert gate.champion["auc_pr"] > gate.challenger["auc_pr"] + 0.1
     assert _aliases(settings) == {"champion": "1", "challenger": "2"}
     run = registry.client_for(settings).get_run(outcome.run_id)
     assert run.data.tags["predictor.gate"] == "rejected"
