@@ -17,7 +17,7 @@ from fastapi import Depends, FastAPI, HTTPException, Path, Query, Request, statu
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import CONTENT_TYPE_PLAIN_0_0_4, generate_latest
 from pydantic import AwareDatetime
 from sqlalchemy.exc import SQLAlchemyError
 
@@ -331,7 +331,9 @@ def create_app(settings: Settings, *, store: RiskStore | None = None) -> FastAPI
         dependencies=[*metrics_dependencies, Depends(_unknown_parameters(frozenset()))],
         responses={
             200: {
-                "content": {CONTENT_TYPE_LATEST.split(";")[0]: {"schema": {"type": "string"}}},
+                "content": {
+                    CONTENT_TYPE_PLAIN_0_0_4.split(";")[0]: {"schema": {"type": "string"}}
+                },
                 "description": "Prometheus text exposition format 0.0.4.",
             },
             **ERRORS,
@@ -340,6 +342,6 @@ def create_app(settings: Settings, *, store: RiskStore | None = None) -> FastAPI
     )
     def metrics() -> Response:
         """Return the risk gauges and scoring-run figures in Prometheus text format."""
-        return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
+        return Response(generate_latest(registry), media_type=CONTENT_TYPE_PLAIN_0_0_4)
 
     return app
