@@ -1,19 +1,23 @@
 """The FastAPI application of the risk-score API, built from :class:`Settings`.
 
 Routes answer from the risk store through :class:`~predictor.api.queries.RiskReader`.
-Handlers are plain functions, so FastAPI runs them in its thread pool and a slow query
-does not block the event loop.
+Handlers that query the store are plain functions, so FastAPI runs them in its thread
+pool and a slow query does not block the event loop. ``GET /v1/risk/{component}``
+answers from :class:`~predictor.api.cache.LatestScoreCache` on the event loop, because
+load balancers poll it and a thread-pool hop costs more than the lookup.
 """
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import logging
 import threading
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, suppress
 from typing import Annotated, Any
 
 from fastapi import Depends, FastAPI, HTTPException, Path, Query, Request, status
+from fastapi.concurrency import run_in_threadpool
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
@@ -24,9 +28,10 @@ from sqlalchemy.exc import SQLAlchemyError
 from predictor import __version__
 from predictor.api import readiness
 from predictor.api.auth import TokenAuth
+from predictor.api.cache import LatestScoreCache, render_score
 from predictor.api.components import list_components
 from predictor.api.metrics import build_registry
-from predictor.api.queries import RiskReader, StoreUnavailableError
+from predictor.api.queries import STORE_ERRORS, RiskReader, StoreUnavailableError
 from predictor.api.schemas import (
     ComponentPage,
     Error,
@@ -105,7 +110,7 @@ class StoreHandle:
 def _unknown_parameters(allowed: frozenset[str]):  # type: ignore[no-untyped-def]
     """Return a dependency that rejects query parameters outside ``allowed`` with 422."""
 
-    def check(request: Request) -> None:
+    async def check(request: Request) -> None:
         unknown = sorted(set(request.query_params) - allowed)
         if unknown:
             raise RequestValidationError(
@@ -131,7 +136,31 @@ def _score(row: dict[str, Any]) -> RiskScore:
     return RiskScore.model_validate({**row, "group": row["group_name"]})
 
 
-def create_app(settings: Settings, *, store: RiskStore | None = None) -> FastAPI:
+async def _refresh_forever(cache: LatestScoreCache, interval: float) -> None:
+    """Refresh ``cache`` every ``interval`` seconds; log a store failure once per outage."""
+    failing = False
+    while True:
+        try:
+            await run_in_threadpool(cache.refresh)
+        except STORE_ERRORS as error:
+            if not failing:
+                logger.error(  # noqa: TRY400 - a store outage, not a bug: no traceback
+                    "latest-score cache: refresh failed, retrying: %s", error
+                )
+            failing = True
+        else:
+            if failing:
+                logger.info("latest-score cache: refresh works again")
+            failing = False
+        await asyncio.sleep(interval)
+
+
+def create_app(
+    settings: Settings,
+    *,
+    store: RiskStore | None = None,
+    cache_refresh_seconds: float = 1.0,
+) -> FastAPI:
     """Build the risk-score API.
 
     Parameters
@@ -141,12 +170,16 @@ def create_app(settings: Settings, *, store: RiskStore | None = None) -> FastAPI
         needs a token, and the scoring interval for readiness.
     store : RiskStore or None, default=None
         An open store to read; None opens ``settings.store_url`` on first use.
+    cache_refresh_seconds : float, default=1.0
+        How often the latest score per component is reread for
+        ``GET /v1/risk/{component}``; a new score shows there after at most this long.
 
     Returns
     -------
     fastapi.FastAPI
     """
     handle = StoreHandle(settings, store)
+    cache = LatestScoreCache(handle.reader)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):  # type: ignore[no-untyped-def]
@@ -156,7 +189,11 @@ def create_app(settings: Settings, *, store: RiskStore | None = None) -> FastAPI
             len(settings.api.tokens),
             "protected" if settings.api.metrics_auth else "open",
         )
+        refresher = asyncio.create_task(_refresh_forever(cache, cache_refresh_seconds))
         yield
+        refresher.cancel()
+        with suppress(asyncio.CancelledError):
+            await refresher
         handle.close()
         logger.info("risk-score API stopped")
 
@@ -171,6 +208,7 @@ def create_app(settings: Settings, *, store: RiskStore | None = None) -> FastAPI
         lifespan=lifespan,
     )
     app.state.store = handle
+    app.state.latest_cache = cache
     registry = build_registry(handle.reader)
     authenticated = [Depends(TokenAuth(settings.api.tokens))]
     metrics_dependencies = authenticated if settings.api.metrics_auth else []
@@ -252,14 +290,19 @@ def create_app(settings: Settings, *, store: RiskStore | None = None) -> FastAPI
         dependencies=[*authenticated, Depends(_unknown_parameters(frozenset()))],
         responses={**ERRORS, **NOT_FOUND},
     )
-    def component_risk(component: ComponentName) -> RiskScore:
+    async def component_risk(component: ComponentName) -> Response:
         """Return the latest score of one component."""
-        row = handle.reader().latest(component)
-        if row is None:
-            raise HTTPException(
-                status.HTTP_404_NOT_FOUND, detail=f"no score stored for component {component!r}"
-            )
-        return _score(row)
+        body = cache.get(component)
+        if body is None:
+            # Not in the cache yet: a component scored since the last refresh, or none.
+            row = await run_in_threadpool(lambda: handle.reader().latest(component))
+            if row is None:
+                raise HTTPException(
+                    status.HTTP_404_NOT_FOUND,
+                    detail=f"no score stored for component {component!r}",
+                )
+            body = render_score(row)
+        return Response(body, media_type="application/json")
 
     @app.get(
         "/v1/risk/{component}/history",

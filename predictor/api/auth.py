@@ -35,7 +35,7 @@ class TokenAuth:
     def __init__(self, tokens: Sequence[str]) -> None:
         self._tokens = tuple(tokens)
 
-    def __call__(
+    async def __call__(
         self, credentials: Annotated[HTTPAuthorizationCredentials | None, Security(bearer)]
     ) -> None:
         if credentials is None:

@@ -149,6 +149,18 @@ class RiskReader:
             first = row.first()
         return None if first is None else _decode(first)
 
+    def max_id(self) -> int:
+        """Return the largest ``scores.id``, or 0 for an empty store (one index seek)."""
+        with self.engine.connect() as connection:
+            value = connection.execute(sa.select(sa.func.max(scores.c.id))).scalar_one_or_none()
+        return int(value or 0)
+
+    def rows_after(self, last_id: int) -> list[dict[str, Any]]:
+        """Return the scores with ``id`` above ``last_id``, in id order."""
+        query = sa.select(*_SCORE_COLUMNS).where(scores.c.id > last_id).order_by(scores.c.id)
+        with self.engine.connect() as connection:
+            return [_decode(row) for row in connection.execute(query).mappings()]
+
     def latest_page(
         self,
         *,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import time
 
 import httpx
 import pandas as pd
@@ -356,3 +357,60 @@ def test_unreachable_store_is_503_not_500(api_settings, tmp_path):
     assert health.status_code == 200
     assert metrics.status_code == 200
     assert "predictor_store_up 0.0" in metrics.text
+
+
+def test_new_score_served_after_cache_refresh(api_server):
+    stored = api_server.store.last_score("router-1")
+    newer = stored["scored_at"] + pd.Timedelta(minutes=5)
+    frame = pd.DataFrame(
+        {
+            "component": ["router-1"],
+            "group": ["edge"],
+            "scored_at": [newer],
+            "risk": [0.88],
+            "level": ["critical"],
+            "model_version": ["predictor-fleet/1"],
+        }
+    )
+    assert api_server.store.write_scores(frame) == 1
+
+    deadline = time.monotonic() + 10
+    body = {}
+    with api_server.client() as client:
+        while time.monotonic() < deadline:
+            body = client.get("/v1/risk/router-1").json()
+            if body["level"] == "critical":
+                break
+            time.sleep(0.2)
+
+    assert pd.Timestamp(body["scored_at"]) == newer
+    assert body["risk"] == pytest.approx(0.88)
+    assert body["level"] == "critical"
+
+
+def test_component_scored_after_start_found_before_refresh(api_settings, tmp_path):
+    store = RiskStore(f"sqlite:///{tmp_path / 'risk.db'}")
+    settings = dataclasses.replace(api_settings, store_url=store.url)
+    app = create_app(settings, store=store, cache_refresh_seconds=3600)
+    frame = pd.DataFrame(
+        {
+            "component": ["late-node"],
+            "scored_at": [pd.Timestamp.now(tz="UTC")],
+            "risk": [0.3],
+            "level": ["normal"],
+            "model_version": ["predictor-fleet/1"],
+        }
+    )
+
+    with (
+        running_server(app) as url,
+        httpx.Client(base_url=url, headers={"Authorization": f"Bearer {TOKENS[0]}"}) as client,
+    ):
+        before = client.get("/v1/risk/late-node")
+        store.write_scores(frame)
+        after = client.get("/v1/risk/late-node")
+    store.close()
+
+    assert before.status_code == 404
+    assert after.status_code == 200
+    assert after.json()["component"] == "late-node"
