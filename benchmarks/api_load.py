@@ -1,8 +1,8 @@
 """Load benchmark of ``GET /v1/risk/{component}`` against a bare FastAPI endpoint.
 
-Builds (or reuses) a risk store of 10,000 components with 30 days of hourly scores,
-serves it with the predictor app and, in a second process with the same uvicorn
-settings, a FastAPI app whose only route returns a fixed JSON body. wrk loads each
+Builds (or reuses) a risk store of 10,000 components with 30 days of hourly scores and
+serves it with the predictor app. A second process, with the same uvicorn settings,
+serves a FastAPI app whose only route returns a fixed JSON body. wrk loads each
 server in turn at 32 connections from its own process, requesting random components
 through a Lua script, and the script prints one JSON line:
 
@@ -122,7 +122,7 @@ def _start(kind: str, store: Path) -> tuple[subprocess.Popen, str]:
         response.raise_for_status()
         return process, url
     process.terminate()
-    raise RuntimeError(f"{kind} server did not answer on {url} within 60 s")
+    raise RuntimeError(f"{kind} server did not respond on {url} within 60 s")
 
 
 def _wrk(url: str, script: Path, seconds: int) -> dict:

@@ -1,6 +1,6 @@
 """The FastAPI application of the risk-score API, built from :class:`Settings`.
 
-Routes answer from the risk store through :class:`~predictor.api.queries.RiskReader`.
+Routes read the risk store through :class:`~predictor.api.queries.RiskReader`.
 Handlers that query the store are plain functions, so FastAPI runs them in its thread
 pool and a slow query does not block the event loop. ``GET /v1/risk/{component}``
 answers from :class:`~predictor.api.cache.LatestScoreCache` on the event loop, because
@@ -70,7 +70,7 @@ NOT_FOUND: dict[int | str, dict[str, Any]] = {
 class StoreHandle:
     """The risk store, opened on first use and again after an opening failed.
 
-    Opening on demand lets the process start, answer ``/healthz`` and report an
+    Opening on demand lets the process start, serve ``/healthz`` and report an
     unreachable store in ``/readyz`` instead of failing at startup.
     """
 

@@ -24,8 +24,8 @@ def token_matches(candidate: str, tokens: Sequence[str]) -> bool:
     Every token is compared, each with :func:`hmac.compare_digest`, so the time taken
     does not reveal which token or how many leading characters matched.
     """
-    given = candidate.encode("utf-8")
-    matches = [hmac.compare_digest(given, token.encode("utf-8")) for token in tokens]
+    presented = candidate.encode("utf-8")
+    matches = [hmac.compare_digest(presented, token.encode("utf-8")) for token in tokens]
     return any(matches)
 
 

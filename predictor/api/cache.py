@@ -1,8 +1,8 @@
 """In-memory copy of each component's latest score, as the JSON body the API returns.
 
 ``GET /v1/risk/{component}`` is the route that load balancers and failover controllers
-poll, so it answers from this copy instead of querying the store per request: a
-dictionary lookup costs microseconds, a query through SQLAlchemy about 0.2 ms.
+poll, so it reads this copy instead of querying the store per request. A dictionary
+lookup costs microseconds, and a query through SQLAlchemy about 0.2 ms.
 
 A background task calls :meth:`LatestScoreCache.refresh` every ``refresh_seconds``.
 It reads only rows whose id is above the largest id seen so far, so a refresh of an

@@ -4,7 +4,7 @@ A custom collector queries the latest score of every component on each scrape, s
 exported values are never older than the store, and it is registered in a registry
 that the app owns instead of prometheus-client's global default registry. A failed
 query sets ``predictor_store_up`` to 0 and leaves the other families out, so a
-scrape never fails because the store does.
+scrape does not fail because the store is down.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """Read queries of the risk-score API against the risk store's ``scores`` table.
 
 The queries are SQLAlchemy Core on the tables that :mod:`predictor.store` defines, and
-they return plain dicts instead of pandas frames, because the API answers one small
+they return plain dicts instead of pandas frames, because the API serves one small
 request at a time and building a frame costs more than the query itself.
 
 Listing the latest score of every component uses a loose index scan: a recursive query

@@ -49,7 +49,7 @@ def champion_model_version(settings: Settings) -> str | None:
 
 
 def check_store(reader: Callable[[], RiskReader]) -> Check:
-    """Check that the risk store answers a query."""
+    """Check that the risk store runs a query."""
     try:
         reader().ping()
     except STORE_ERRORS as error:

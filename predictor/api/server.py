@@ -24,7 +24,7 @@ def serve(
     ------
     ConfigError
         If ``PREDICTOR_API_TOKENS`` is empty, because every data route would then
-        answer 401.
+        return 401.
     """
     import uvicorn
 

@@ -1,6 +1,6 @@
 """A real uvicorn server of the risk-score API over a risk store filled by the pipeline.
 
-The store holds the real scores of the first 2,500 rows of the shipped NAB EC2 latency
+The store contains the real scores of the first 2,500 rows of the shipped NAB EC2 latency
 file (ingested, trained and scored by the pipeline, with the champion registered in
 MLflow) plus fresh scores for three more components written with
 ``RiskStore.write_scores``, so filters and pagination have more than one component.

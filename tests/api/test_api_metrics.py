@@ -67,7 +67,7 @@ def test_score_command_records_run_for_metrics(api_server, monkeypatch):
     monkeypatch.setenv("PREDICTOR_CONFIG", str(settings.config_path))
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
 
-    # The store already holds every score up to the newest telemetry, so the run writes
+    # The store already contains every score up to the newest telemetry, so the run writes
     # nothing new but is still recorded.
     assert main(["score"]) == 0
     with api_server.client() as client:

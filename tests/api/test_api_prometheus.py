@@ -44,7 +44,7 @@ def _wait_for(client: httpx.Client, expression: str, timeout: float = 60.0) -> l
         try:
             result = _query(client, expression)
         except (httpx.TransportError, httpx.HTTPStatusError):
-            # Prometheus refuses connections, then answers 503, until its storage is ready.
+            # Prometheus refuses connections, then returns 503, until its storage is ready.
             result = []
         if result:
             return result
