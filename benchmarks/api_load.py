@@ -2,15 +2,15 @@
 
 Builds (or reuses) a risk store of 10,000 components with 30 days of hourly scores and
 serves it with the predictor app. A second process, with the same uvicorn settings,
-serves a FastAPI app whose only route returns a fixed JSON body. wrk loads each
-server in turn at 32 connections from its own process, requesting random components
-through a Lua script, and the script prints one JSON line:
+serves a FastAPI app whose only route returns a fixed JSON body. wrk loads the two
+servers in alternating rounds at 32 connections from its own process, requesting
+random components through a Lua script, and the script prints one JSON line:
 
     {"predictor": {"rps", "p50_ms", "p99_ms", ...}, "bare": {...}, "ratio": ...}
 
 with ratio = predictor rps / bare rps. Needs ``wrk`` (Debian package ``wrk``).
 
-    python benchmarks/api_load.py [--store PATH] [--duration 20]
+    python benchmarks/api_load.py [--store PATH] [--duration 15] [--rounds 3]
 """
 
 from __future__ import annotations
@@ -144,15 +144,29 @@ def _wrk(url: str, script: Path, seconds: int) -> dict:
     return result
 
 
-def measure(kind: str, store: Path, script: Path, seconds: int) -> dict:
-    """Start one server, warm it up, load it with wrk and stop it."""
-    process, url = _start(kind, store)
+def measure(store: Path, script: Path, seconds: int, rounds: int) -> dict[str, dict]:
+    """Start both servers, warm them up, and load them with wrk in alternating rounds.
+
+    Alternating spreads the changing load of a shared machine over both servers, and
+    each server's figures are from its round with the median throughput.
+    """
+    servers = {kind: _start(kind, store) for kind in ("predictor", "bare")}
     try:
-        _wrk(url, script, 3)
-        return _wrk(url, script, seconds)
+        for _, url in servers.values():
+            _wrk(url, script, 3)
+        runs: dict[str, list[dict]] = {kind: [] for kind in servers}
+        for _ in range(rounds):
+            for kind, (_, url) in servers.items():
+                runs[kind].append(_wrk(url, script, seconds))
     finally:
-        process.terminate()
-        process.wait(timeout=30)
+        for process, _ in servers.values():
+            process.terminate()
+            process.wait(timeout=30)
+    medians = {}
+    for kind, results in runs.items():
+        ordered = sorted(results, key=lambda result: result["rps"])
+        medians[kind] = {**ordered[len(ordered) // 2], "rounds_rps": [r["rps"] for r in results]}
+    return medians
 
 
 def main() -> None:
@@ -160,7 +174,10 @@ def main() -> None:
     parser.add_argument("--store", type=Path, help="benchmark store to reuse or create")
     parser.add_argument("--components", type=int, default=10_000)
     parser.add_argument("--days", type=int, default=30)
-    parser.add_argument("--duration", type=int, default=20, help="seconds per measurement")
+    parser.add_argument("--duration", type=int, default=15, help="seconds per wrk run")
+    parser.add_argument(
+        "--rounds", type=int, default=3, help="wrk runs per server, alternating (default: 3)"
+    )
     parser.add_argument("--serve", choices=("predictor", "bare"), help=argparse.SUPPRESS)
     parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -187,8 +204,8 @@ def main() -> None:
         encoding="utf-8",
     )
 
-    predictor = measure("predictor", store, script, args.duration)
-    bare = measure("bare", store, script, args.duration)
+    results = measure(store, script, args.duration, args.rounds)
+    predictor, bare = results["predictor"], results["bare"]
     summary = {
         "predictor": predictor,
         "bare": bare,

@@ -89,17 +89,23 @@ class LatestScoreCache:
         newest_id = reader.max_id()
         started = time.perf_counter()
         rows = reader.latest_all()
-        bodies = {row["component"]: render_score(row) for row in rows}
-        scored_at = {row["component"]: row["scored_at"] for row in rows}
-        self._bodies, self._scored_at = bodies, scored_at
+        # Entries are replaced one by one instead of building a second dictionary, so a
+        # reload does not hold two copies of every body at once.
+        for row in rows:
+            self._store(row)
+        removed = self._bodies.keys() - {row["component"] for row in rows}
+        for component in removed:
+            self._bodies.pop(component, None)
+            self._scored_at.pop(component, None)
         self._max_id = newest_id
         self._loaded_at = time.monotonic()
         logger.info(
-            "latest-score cache: loaded %d components in %.2f s",
-            len(bodies),
+            "latest-score cache: loaded %d components in %.2f s, %d removed",
+            len(rows),
             time.perf_counter() - started,
+            len(removed),
         )
-        return len(bodies)
+        return len(rows)
 
     def _newer(self, row: dict[str, Any]) -> bool:
         current = self._scored_at.get(row["component"])
