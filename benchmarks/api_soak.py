@@ -79,7 +79,8 @@ async def soak(url: str, pid: int, components: int, rate: float, seconds: float)
     """Send ``rate`` requests per second for ``seconds``; return counts and RSS samples.
 
     A scheduler queues one request every ``1 / rate`` seconds and 32 connections send
-    them, so a slow server shows as a growing ``backlog`` instead of a lower rate.
+    them, so a slow server shows as a larger ``max_backlog`` (queued, unsent requests)
+    instead of a lower rate.
     """
     host, port = url.removeprefix("http://").split(":")
     counts = {"sent": 0, "ok": 0, "lost": 0, "max_backlog": 0}
