@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 INSTALLED := $(VENV)/.installed
 
-.PHONY: install demo test test-fast lint clean
+.PHONY: install demo test test-fast lint openapi clean
 
 $(INSTALLED): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -29,6 +29,10 @@ test-fast: install
 lint: install
 	$(BIN)/ruff check predictor tests dags
 	$(BIN)/mypy
+
+# Regenerate the API's OpenAPI document after changing a route or response model.
+openapi: install
+	$(BIN)/python -m predictor.api.openapi docs/openapi.json
 
 clean:
 	rm -rf $(VENV) .predictor .pytest_cache

@@ -1,5 +1,5 @@
 """Command line: ``predictor ingest | train | score | calibrate | run | backtest | report``,
-and ``predictor models list | promote | rollback``.
+``predictor models list | promote | rollback`` and ``predictor serve``.
 
 A user mistake (missing file, unknown config key, bad value) exits with code 2 and one
 line on stderr. An unexpected failure keeps its traceback, because that is a bug.
@@ -236,7 +236,29 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="DIR",
         help="labeled data folder of the backtest (default: the one in its summary.json)",
     )
+    serve = commands.add_parser(
+        "serve", help="serve the risk store over HTTP: risk API, probes and /metrics"
+    )
+    serve.add_argument(
+        "--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1)"
+    )
+    serve.add_argument(
+        "--port", type=_port, default=8000, help="TCP port to listen on (default: 8000)"
+    )
+    serve.add_argument(
+        "--no-access-log", action="store_true", help="do not log one line per request"
+    )
     return parser
+
+
+def _port(value: str) -> int:
+    try:
+        number = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid port {value!r}; expected an integer") from None
+    if not 0 < number < 65536:
+        raise argparse.ArgumentTypeError(f"expected a port from 1 to 65535, got {value!r}")
+    return number
 
 
 def _configure_logging(level: str) -> None:
@@ -338,10 +360,31 @@ def _cmd_models(args: argparse.Namespace) -> int:
 def _cmd_score(args: argparse.Namespace) -> int:
     from predictor import pipeline
     from predictor.report import risk_table
+    from predictor.scoring_runs import record_scoring_run
 
     settings = _settings(args)
-    result = pipeline.score(settings, args.until, dry_run=args.dry_run)
     store = pipeline.open_risk_store(settings)
+    started = pd.Timestamp.now(tz="UTC")
+    try:
+        result = pipeline.score(settings, args.until, dry_run=args.dry_run, store=store)
+    except Exception as error:
+        # The run is recorded as failed for the API's metrics, then the error goes on.
+        record_scoring_run(
+            store.engine,
+            started_at=started,
+            finished_at=pd.Timestamp.now(tz="UTC"),
+            error=f"{type(error).__name__}: {error}",
+        )
+        raise
+    record_scoring_run(
+        store.engine,
+        started_at=started,
+        finished_at=pd.Timestamp.now(tz="UTC"),
+        until=result.until,
+        components_scored=result.components_scored,
+        scores_written=result.scores_written,
+        failures=result.failed_components,
+    )
     print(risk_table(store))
     print(
         f"\n{result.scores_written} scores written up to {result.until}, "
@@ -524,6 +567,20 @@ def _cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_serve(args: argparse.Namespace) -> int:
+    from predictor.api.server import serve
+
+    settings = _settings(args)
+    serve(
+        settings,
+        args.host,
+        args.port,
+        access_log=not args.no_access_log,
+        log_level=args.log_level,
+    )
+    return 0
+
+
 SUMMARY_KEYS = (
     "best_f1",
     "f1_label_free",
@@ -542,6 +599,7 @@ COMMANDS = {
     "backtest": _cmd_backtest,
     "report": _cmd_report,
     "models": _cmd_models,
+    "serve": _cmd_serve,
 }
 
 

@@ -15,14 +15,18 @@ PREDICTOR_STORE_URL
 MLFLOW_TRACKING_URI
     MLflow tracking and registry store. Default: ``sqlite:///$PREDICTOR_HOME/mlflow.db``
     with artifacts in ``$PREDICTOR_HOME/mlartifacts``.
+PREDICTOR_API_TOKENS
+    Bearer tokens that the risk-score API accepts, separated by commas. Tokens are read
+    only from the environment so that they stay out of configuration files.
 PREDICTOR_<SECTION>__<KEY>
-    Overrides one key of a table section, for example ``PREDICTOR_LEVELS__CRITICAL=0.9``
-    or ``PREDICTOR_MODEL__RANDOM_STATE=7``. The value is read as a TOML value when it
-    parses as one, else as a string.
+    Overrides one key of a table section, for example ``PREDICTOR_LEVELS__CRITICAL=0.9``,
+    ``PREDICTOR_MODEL__RANDOM_STATE=7`` or ``PREDICTOR_API__METRICS_AUTH=false``. The
+    value is read as a TOML value when it parses as one, else as a string.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import tomllib
 from collections.abc import Mapping
@@ -212,6 +216,21 @@ class LifecycleConfig:
 
 
 @dataclass(frozen=True)
+class ApiConfig:
+    """Settings of ``predictor serve``: authentication and the readiness rule.
+
+    ``tokens`` come from ``PREDICTOR_API_TOKENS`` only and are left out of ``repr``, so
+    logging the settings does not print them. ``metrics_auth`` false leaves ``/metrics``
+    open for a Prometheus server without credentials. ``/readyz`` reports the store as
+    stale when its newest score is older than twice ``scoring_interval_minutes``.
+    """
+
+    metrics_auth: bool = True
+    scoring_interval_minutes: float = 5.0
+    tokens: tuple[str, ...] = field(default=(), repr=False)
+
+
+@dataclass(frozen=True)
 class HookConfig:
     """A failover hook: where to send a level change and how often at most."""
 
@@ -245,6 +264,7 @@ class Settings:
     levels: LevelConfig = field(default_factory=LevelConfig)
     hooks: tuple[HookConfig, ...] = ()
     lifecycle: LifecycleConfig = field(default_factory=LifecycleConfig)
+    api: ApiConfig = field(default_factory=ApiConfig)
     registered_model_name: str = "predictor-fleet"
     experiment_name: str = "predictor"
 
@@ -294,17 +314,20 @@ def _parse_env_value(raw: str) -> Any:
         return raw
 
 
+#: Settings sections that ``PREDICTOR_<SECTION>__<KEY>`` environment variables may set.
+ENV_SECTIONS = ("model", "levels", "lifecycle", "api")
+
+
 def _apply_env_overrides(raw: dict[str, Any], environ: Mapping[str, str]) -> None:
     for name, value in sorted(environ.items()):
         if not name.startswith("PREDICTOR_") or "__" not in name:
             continue
         section, _, key = name[len("PREDICTOR_") :].partition("__")
         section, key = section.lower(), key.lower()
-        if section not in ("model", "levels", "lifecycle"):
+        if section not in ENV_SECTIONS:
+            expected = ", ".join(f"PREDICTOR_{known.upper()}__<KEY>" for known in ENV_SECTIONS)
             raise ConfigError(
-                f"environment variable {name}: unknown section {section!r}; "
-                "expected PREDICTOR_MODEL__<KEY>, PREDICTOR_LEVELS__<KEY> or "
-                "PREDICTOR_LIFECYCLE__<KEY>"
+                f"environment variable {name}: unknown section {section!r}; expected {expected}"
             )
         raw.setdefault(section, {})[key] = _parse_env_value(value)
 
@@ -432,6 +455,33 @@ def _validate_lifecycle(lifecycle: LifecycleConfig) -> None:
         raise ConfigError(
             f"lifecycle.tolerance: expected a number in [0, 1), got {lifecycle.tolerance!r}"
         )
+
+
+def _parse_api(table: Mapping[str, Any], env: Mapping[str, str], base: Path | None) -> ApiConfig:
+    """Build the ``[api]`` settings, with the tokens from ``PREDICTOR_API_TOKENS``."""
+    if "tokens" in table:
+        raise ConfigError(
+            "api.tokens: tokens are not read from the configuration file; "
+            "set PREDICTOR_API_TOKENS to a comma-separated list instead"
+        )
+    api = _build(ApiConfig, table, "api", base)
+    if not isinstance(api.metrics_auth, bool):
+        raise ConfigError(f"api.metrics_auth: expected true or false, got {api.metrics_auth!r}")
+    if api.scoring_interval_minutes <= 0:
+        raise ConfigError(
+            "api.scoring_interval_minutes: expected a positive number, "
+            f"got {api.scoring_interval_minutes!r}"
+        )
+    raw_tokens = env.get("PREDICTOR_API_TOKENS", "")
+    tokens = tuple(token.strip() for token in raw_tokens.split(",") if token.strip())
+    for position, token in enumerate(tokens):
+        # A token travels in an HTTP header, so it must be printable ASCII without spaces.
+        if not token.isascii() or not token.isprintable() or " " in token:
+            raise ConfigError(
+                f"PREDICTOR_API_TOKENS: token {position + 1} contains a character outside "
+                "printable ASCII or a space; use letters, digits and punctuation only"
+            )
+    return dataclasses.replace(api, tokens=tokens)
 
 
 def _validate_source(source: SourceConfig, where: str) -> None:
@@ -575,6 +625,7 @@ def _parse_settings(raw: dict[str, Any], path: Path | None, env: Mapping[str, st
         "levels",
         "hooks",
         "lifecycle",
+        "api",
     }
     unknown = sorted(set(raw) - known_sections)
     if unknown:
@@ -632,6 +683,7 @@ def _parse_settings(raw: dict[str, Any], path: Path | None, env: Mapping[str, st
     _validate_levels(levels)
     lifecycle = _build(LifecycleConfig, raw.get("lifecycle", {}), "lifecycle", base)
     _validate_lifecycle(lifecycle)
+    api = _parse_api(raw.get("api", {}), env, base)
 
     return Settings(
         home=home,
@@ -646,6 +698,7 @@ def _parse_settings(raw: dict[str, Any], path: Path | None, env: Mapping[str, st
         levels=levels,
         hooks=hooks,
         lifecycle=lifecycle,
+        api=api,
         registered_model_name=registered_model_name,
         experiment_name=experiment_name,
     )
