@@ -88,7 +88,7 @@ def test_component_risk_matches_store(api_server):
     assert body["model_version"] == expected["model_version"]
     assert body["calibrated"] is expected["calibrated"]
     assert body["drivers"] == expected["drivers"]
-    assert body["model_version"] == "predictor-fleet/1"
+    assert body["model_version"] == "predictor-fleet-web/1"
     # The store returns NaN for a NULL number; the API returns null.
     stored_time = expected["time_to_threshold_seconds"]
     if math.isnan(stored_time):
