@@ -29,9 +29,21 @@ def payload_schema() -> dict[str, Any]:
         ),
         "type": "object",
         "required": [
-            "schema_version", "event", "idempotency_key", "component", "group", "level",
-            "previous_level", "risk", "raw_risk", "calibrated", "scored_at",
-            "horizon_minutes", "time_to_threshold_seconds", "drivers", "model_version",
+            "schema_version",
+            "event",
+            "idempotency_key",
+            "component",
+            "group",
+            "level",
+            "previous_level",
+            "risk",
+            "raw_risk",
+            "calibrated",
+            "scored_at",
+            "horizon_minutes",
+            "time_to_threshold_seconds",
+            "drivers",
+            "model_version",
             "budget",
         ],
         "properties": {
@@ -76,14 +88,22 @@ def payload_schema() -> dict[str, Any]:
                     {
                         "type": "object",
                         "required": [
-                            "scope", "limit", "limit_value", "allowed", "components",
-                            "count", "window", "held",
+                            "scope",
+                            "limit",
+                            "limit_value",
+                            "allowed",
+                            "components",
+                            "count",
+                            "window",
+                            "held",
                         ],
                         "properties": {
                             "scope": {"type": "string"},
                             "limit": {
                                 "enum": [
-                                    "max_components", "max_percent", "max_per_hour",
+                                    "max_components",
+                                    "max_percent",
+                                    "max_per_hour",
                                     "max_percent_per_hour",
                                 ]
                             },

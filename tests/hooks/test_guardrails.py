@@ -31,16 +31,18 @@ def _hook(url, name="drain", **changes):
 def _scores(t, levels, previous, group="pool-a", start=0):
     """One score row per component ``gpu-{start + i}`` at time ``t``."""
     names = [f"gpu-{start + i}" for i in range(len(levels))]
-    return pd.DataFrame({
-        "component": names,
-        "group_name": group,
-        "scored_at": t,
-        "risk": [0.95 if level == "critical" else 0.1 for level in levels],
-        "level": levels,
-        "previous_level": previous,
-        "model_version": "3",
-        "drivers": [[{"metric": "gpu_temp_celsius", "contribution": 0.8}]] * len(levels),
-    })
+    return pd.DataFrame(
+        {
+            "component": names,
+            "group_name": group,
+            "scored_at": t,
+            "risk": [0.95 if level == "critical" else 0.1 for level in levels],
+            "level": levels,
+            "previous_level": previous,
+            "model_version": "3",
+            "drivers": [[{"metric": "gpu_temp_celsius", "contribution": 0.8}]] * len(levels),
+        }
+    )
 
 
 def _dispatch_per_component(scores, hooks, store, tmp_path, **kwargs):
@@ -63,8 +65,9 @@ def fleet(store, t0):
 def test_budget_holds_storm(http_receiver, fleet, tmp_path, t0):
     store = fleet
     drain = _hook(http_receiver.url)
-    pager = _hook(http_receiver.url.replace("/hook", "/budget"), name="pager",
-                  kind="budget_exceeded")
+    pager = _hook(
+        http_receiver.url.replace("/hook", "/budget"), name="pager", kind="budget_exceeded"
+    )
     budgets = (BudgetConfig(scope="group", max_percent=20.0),)
     # 40 % of the group goes critical in one scoring run.
     storm = _scores(t0, ["critical"] * 4 + ["normal"] * 6, ["normal"] * 10)
@@ -93,9 +96,7 @@ def test_budget_holds_storm(http_receiver, fleet, tmp_path, t0):
     alerts = [r for r in http_receiver.requests if r["path"] == "/budget"]
     assert len(alerts) == 1
     assert store.hook_calls(hook="drain", component="gpu-4")["status"].tolist() == ["held"]
-    assert store.hook_calls(hook="pager")["status"].tolist() == [
-        "delivered", "skipped_cooldown"
-    ]
+    assert store.hook_calls(hook="pager")["status"].tolist() == ["delivered", "skipped_cooldown"]
 
 
 def test_budget_frees_after_recovery(http_receiver, fleet, tmp_path, t0):
@@ -108,12 +109,18 @@ def test_budget_frees_after_recovery(http_receiver, fleet, tmp_path, t0):
     # A recovery counts from the next scoring time on, so gpu-1 is held at t0 + 10 min.
     _dispatch_per_component(
         _scores(t0 + pd.Timedelta(minutes=10), ["normal", "critical"], ["critical", "normal"]),
-        [drain], store, tmp_path, budgets=budgets,
+        [drain],
+        store,
+        tmp_path,
+        budgets=budgets,
     )
 
     _dispatch_per_component(
         _scores(t0 + pd.Timedelta(minutes=15), ["critical"], ["normal"], start=2),
-        [drain], store, tmp_path, budgets=budgets,
+        [drain],
+        store,
+        tmp_path,
+        budgets=budgets,
     )
 
     statuses = store.hook_calls(hook="drain")[["component", "status"]].values.tolist()
@@ -129,20 +136,31 @@ def test_budget_per_hour(http_receiver, fleet, tmp_path, t0):
     )
     _dispatch_per_component(
         _scores(t0 + pd.Timedelta(minutes=5), ["normal"], ["critical"]),
-        [drain], store, tmp_path, budgets=budgets,
+        [drain],
+        store,
+        tmp_path,
+        budgets=budgets,
     )
     _dispatch_per_component(
         _scores(t0 + pd.Timedelta(minutes=30), ["critical"], ["normal"], start=1),
-        [drain], store, tmp_path, budgets=budgets,
+        [drain],
+        store,
+        tmp_path,
+        budgets=budgets,
     )
     _dispatch_per_component(
         _scores(t0 + pd.Timedelta(minutes=61), ["critical"], ["normal"], start=2),
-        [drain], store, tmp_path, budgets=budgets,
+        [drain],
+        store,
+        tmp_path,
+        budgets=budgets,
     )
 
     calls = store.hook_calls(hook="drain")
     assert calls[["component", "status"]].values.tolist() == [
-        ["gpu-0", "delivered"], ["gpu-1", "held"], ["gpu-2", "delivered"]
+        ["gpu-0", "delivered"],
+        ["gpu-1", "held"],
+        ["gpu-2", "delivered"],
     ]
     assert "max_per_hour = 1" in calls["attempt_detail"].iloc[1]
 
@@ -157,9 +175,7 @@ def test_global_dry_run_sends_nothing(http_receiver, fleet, tmp_path, t0):
     budgets = (BudgetConfig(max_components=1),)
     storm = _scores(t0, ["critical", "critical", "unknown"], ["normal"] * 3)
 
-    records = _dispatch_per_component(
-        storm, hooks, store, tmp_path, budgets=budgets, dry_run=True
-    )
+    records = _dispatch_per_component(storm, hooks, store, tmp_path, budgets=budgets, dry_run=True)
 
     assert http_receiver.requests == []
     assert sorted((r.hook, r.component, r.status) for r in records) == [
@@ -186,12 +202,16 @@ def test_hook_dry_run_uses_no_budget(http_receiver, store, tmp_path, t0):
     trial = _hook(http_receiver.url, name="trial", dry_run=True)
     drain = _hook(http_receiver.url)
     budgets = (BudgetConfig(scope="fleet", max_components=1),)
-    _dispatch_per_component(_scores(t0, ["critical"], ["normal"]), [trial], store, tmp_path,
-                            budgets=budgets)
+    _dispatch_per_component(
+        _scores(t0, ["critical"], ["normal"]), [trial], store, tmp_path, budgets=budgets
+    )
 
     _dispatch_per_component(
         _scores(t0 + pd.Timedelta(minutes=5), ["critical"], ["normal"], start=1),
-        [trial, drain], store, tmp_path, budgets=budgets,
+        [trial, drain],
+        store,
+        tmp_path,
+        budgets=budgets,
     )
 
     assert [r["json"]["component"] for r in http_receiver.requests] == ["gpu-1"]
@@ -200,8 +220,9 @@ def test_hook_dry_run_uses_no_budget(http_receiver, store, tmp_path, t0):
 def test_stale_telemetry_never_fails_over(http_receiver, store, tmp_path, t0):
     every_level = ("normal", "elevated", "high", "critical")
     drain = _hook(http_receiver.url, on_levels=every_level, cooldown_minutes=0.0)
-    stale = _hook(http_receiver.url.replace("/hook", "/stale"), name="stale",
-                  kind="telemetry_stale")
+    stale = _hook(
+        http_receiver.url.replace("/hook", "/stale"), name="stale", kind="telemetry_stale"
+    )
     scores = _scores(t0, ["unknown", "unknown"], ["normal", "critical"])
 
     records = _dispatch_per_component(scores, [drain, stale], store, tmp_path)
@@ -220,22 +241,29 @@ def test_fail_back_on_recovery(http_receiver, fleet, tmp_path, t0):
     drain = _hook(http_receiver.url)
     back = _hook(http_receiver.url.replace("/hook", "/back"), name="undrain", kind="fail_back")
     hooks = [drain, back]
-    _dispatch_per_component(_scores(t0, ["critical", "critical"], ["normal"] * 2), hooks,
-                            store, tmp_path)
+    _dispatch_per_component(
+        _scores(t0, ["critical", "critical"], ["normal"] * 2), hooks, store, tmp_path
+    )
     # gpu-0 recovers through hysteresis (critical, then high, then normal); gpu-1 goes
     # silent and comes back with one normal score.
     _dispatch_per_component(
         _scores(t0 + pd.Timedelta(minutes=5), ["high", "unknown"], ["critical"] * 2),
-        hooks, store, tmp_path,
+        hooks,
+        store,
+        tmp_path,
     )
     _dispatch_per_component(
         _scores(t0 + pd.Timedelta(minutes=10), ["normal", "normal"], ["high", "unknown"]),
-        hooks, store, tmp_path,
+        hooks,
+        store,
+        tmp_path,
     )
     # A normal component that never failed over has nothing to fail back.
     _dispatch_per_component(
         _scores(t0 + pd.Timedelta(minutes=15), ["normal"], ["elevated"], start=2),
-        hooks, store, tmp_path,
+        hooks,
+        store,
+        tmp_path,
     )
 
     backs = [r["json"] for r in http_receiver.requests if r["path"] == "/back"]
@@ -254,15 +282,17 @@ def test_hovering_component_triggers_once(http_receiver, store, tmp_path, t0):
     states, _ = assign_levels(risk, [False] * len(risk), LevelState(), LevelConfig())
     levels = [state.level for state in states]
     assert levels[2:] == ["critical"] * (len(risk) - 2)
-    scores = pd.DataFrame({
-        "component": "gpu-0",
-        "group_name": "pool-a",
-        "scored_at": [t0 + pd.Timedelta(minutes=5 * i) for i in range(len(risk))],
-        "risk": risk,
-        "level": levels,
-        "previous_level": ["normal", *levels[:-1]],
-        "model_version": "3",
-    })
+    scores = pd.DataFrame(
+        {
+            "component": "gpu-0",
+            "group_name": "pool-a",
+            "scored_at": [t0 + pd.Timedelta(minutes=5 * i) for i in range(len(risk))],
+            "risk": risk,
+            "level": levels,
+            "previous_level": ["normal", *levels[:-1]],
+            "model_version": "3",
+        }
+    )
     # Without a cooldown only the level hysteresis stops repeats.
     drain = _hook(http_receiver.url, cooldown_minutes=0.0)
 
@@ -283,7 +313,9 @@ def test_decide_is_pure():
     decisions = decide(events, [drain], state, (BudgetConfig(max_components=2),))
 
     assert [(d.event.component, d.held) for d in decisions] == [
-        ("gpu-0", False), ("gpu-1", True), ("gpu-2", True)
+        ("gpu-0", False),
+        ("gpu-1", True),
+        ("gpu-2", True),
     ]
     assert state.in_failover == frozenset({"gpu-9"})
 
@@ -299,11 +331,17 @@ def test_guardrail_payloads_match_schema(http_receiver, fleet, tmp_path, t0):
     budgets = (BudgetConfig(max_components=1),)
     _dispatch_per_component(
         _scores(t0, ["critical", "critical", "unknown"], ["normal"] * 3),
-        hooks, store, tmp_path, budgets=budgets,
+        hooks,
+        store,
+        tmp_path,
+        budgets=budgets,
     )
     _dispatch_per_component(
         _scores(t0 + pd.Timedelta(minutes=5), ["normal"], ["critical"]),
-        hooks, store, tmp_path, budgets=budgets,
+        hooks,
+        store,
+        tmp_path,
+        budgets=budgets,
     )
 
     payloads = [request["json"] for request in http_receiver.requests]
@@ -311,7 +349,10 @@ def test_guardrail_payloads_match_schema(http_receiver, fleet, tmp_path, t0):
         payload_schema(), format_checker=jsonschema.Draft202012Validator.FORMAT_CHECKER
     )
     assert sorted(p["event"] for p in payloads) == [
-        "budget_exceeded", "fail_back", "level_entered", "telemetry_stale"
+        "budget_exceeded",
+        "fail_back",
+        "level_entered",
+        "telemetry_stale",
     ]
     for payload in payloads:
         validator.validate(payload)
@@ -338,29 +379,50 @@ def test_alertmanager_format_webhook(http_receiver, store, tmp_path, t0):
 @pytest.mark.parametrize(
     ("toml", "match"),
     [
-        ('[[hooks]]\nname = "a"\ntype = "webhook"\nurl = "http://x"\nkind = "page"\n',
-         r"hooks\[0\]\.kind: expected one of .*got 'page'"),
-        ('[[hooks]]\nname = "a"\ntype = "command"\nargv = ["x"]\nformat = "alertmanager"\n',
-         r"hooks\[0\]\.format: 'alertmanager' applies to webhook hooks only"),
-        ('[[hooks]]\nname = "a"\ntype = "alertmanager"\nurl = "am:9093"\n',
-         r"hooks\[0\]\.url: expected the Alertmanager base address"),
-        ('[[hooks]]\nname = "a"\ntype = "webhook"\nurl = "http://x"\non_levels = ["unknown"]\n',
-         r"hooks\[0\]\.on_levels: expected one of"),
-        ('[[hooks]]\nname = "a"\ntype = "alertmanager"\nurl = "http://x"\n'
-         'resolve_timeout_minutes = 0\n', r"hooks\[0\]\.resolve_timeout_minutes: expected a positive"),
-        ('[[hooks]]\nname = "a"\ntype = "webhook"\nurl = "http://x"\n'
-         '[[hooks]]\nname = "a"\ntype = "webhook"\nurl = "http://y"\n',
-         r"hooks\[1\]\.name: 'a' is already used by hooks\[0\]"),
-        ("[[budgets]]\nscope = \"group\"\n", r"budgets\[0\]: expected at least one of"),
-        ("[[budgets]]\nscope = \"rack\"\nmax_components = 1\n",
-         r"budgets\[0\]\.scope: expected one of \['group', 'fleet'\], got 'rack'"),
-        ("[[budgets]]\nscope = \"fleet\"\ngroup = \"a\"\nmax_components = 1\n",
-         r"budgets\[0\]\.group: a fleet budget covers every component"),
-        ("[[budgets]]\nmax_percent = 120\n",
-         r"budgets\[0\]\.max_percent: expected a percentage in \[0, 100\], got 120"),
-        ("[[budgets]]\nmax_components = -1\n",
-         r"budgets\[0\]\.max_components: expected an integer >= 0, got -1"),
-        ("[guardrails]\ndry_run = \"yes\"\n", r"guardrails\.dry_run: expected true or false"),
+        (
+            '[[hooks]]\nname = "a"\ntype = "webhook"\nurl = "http://x"\nkind = "page"\n',
+            r"hooks\[0\]\.kind: expected one of .*got 'page'",
+        ),
+        (
+            '[[hooks]]\nname = "a"\ntype = "command"\nargv = ["x"]\nformat = "alertmanager"\n',
+            r"hooks\[0\]\.format: 'alertmanager' applies to webhook hooks only",
+        ),
+        (
+            '[[hooks]]\nname = "a"\ntype = "alertmanager"\nurl = "am:9093"\n',
+            r"hooks\[0\]\.url: expected the Alertmanager base address",
+        ),
+        (
+            '[[hooks]]\nname = "a"\ntype = "webhook"\nurl = "http://x"\non_levels = ["unknown"]\n',
+            r"hooks\[0\]\.on_levels: expected one of",
+        ),
+        (
+            '[[hooks]]\nname = "a"\ntype = "alertmanager"\nurl = "http://x"\n'
+            "resolve_timeout_minutes = 0\n",
+            r"hooks\[0\]\.resolve_timeout_minutes: expected a positive",
+        ),
+        (
+            '[[hooks]]\nname = "a"\ntype = "webhook"\nurl = "http://x"\n'
+            '[[hooks]]\nname = "a"\ntype = "webhook"\nurl = "http://y"\n',
+            r"hooks\[1\]\.name: 'a' is already used by hooks\[0\]",
+        ),
+        ('[[budgets]]\nscope = "group"\n', r"budgets\[0\]: expected at least one of"),
+        (
+            '[[budgets]]\nscope = "rack"\nmax_components = 1\n',
+            r"budgets\[0\]\.scope: expected one of \['group', 'fleet'\], got 'rack'",
+        ),
+        (
+            '[[budgets]]\nscope = "fleet"\ngroup = "a"\nmax_components = 1\n',
+            r"budgets\[0\]\.group: a fleet budget covers every component",
+        ),
+        (
+            "[[budgets]]\nmax_percent = 120\n",
+            r"budgets\[0\]\.max_percent: expected a percentage in \[0, 100\], got 120",
+        ),
+        (
+            "[[budgets]]\nmax_components = -1\n",
+            r"budgets\[0\]\.max_components: expected an integer >= 0, got -1",
+        ),
+        ('[guardrails]\ndry_run = "yes"\n', r"guardrails\.dry_run: expected true or false"),
     ],
 )
 def test_invalid_guardrail_config(tmp_path, isolated_env, toml, match):
@@ -375,10 +437,10 @@ def test_guardrail_config_loads(tmp_path, isolated_env):
     path = tmp_path / "predictor.toml"
     path.write_text(
         "[guardrails]\ndry_run = true\n"
-        "[[budgets]]\nscope = \"group\"\ngroup = \"pool-a\"\nmax_percent = 20\nmax_per_hour = 3\n"
-        "[[budgets]]\nscope = \"fleet\"\nmax_components = 50\n"
-        "[[hooks]]\nname = \"am\"\ntype = \"alertmanager\"\nurl = \"http://127.0.0.1:9093\"\n"
-        "on_levels = [\"high\", \"critical\", \"unknown\"]\n",
+        '[[budgets]]\nscope = "group"\ngroup = "pool-a"\nmax_percent = 20\nmax_per_hour = 3\n'
+        '[[budgets]]\nscope = "fleet"\nmax_components = 50\n'
+        '[[hooks]]\nname = "am"\ntype = "alertmanager"\nurl = "http://127.0.0.1:9093"\n'
+        'on_levels = ["high", "critical", "unknown"]\n',
         encoding="utf-8",
     )
 

@@ -25,8 +25,13 @@ def test_schema_is_valid_draft_2020_12():
 
 def test_schema_rejects_missing_key():
     payload = HookEvent(
-        component="gpu-1", group=None, level="critical", previous_level=None, risk=None,
-        scored_at=pd.Timestamp("2024-05-01", tz="UTC"), horizon_minutes=60,
+        component="gpu-1",
+        group=None,
+        level="critical",
+        previous_level=None,
+        risk=None,
+        scored_at=pd.Timestamp("2024-05-01", tz="UTC"),
+        horizon_minutes=60,
     ).to_payload()
     validator = jsonschema.Draft202012Validator(payload_schema())
     validator.validate(payload)
