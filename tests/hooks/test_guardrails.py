@@ -49,7 +49,7 @@ def _dispatch_per_component(scores, hooks, store, tmp_path, **kwargs):
     """Write the scores, then dispatch each component's events on their own, as scoring does."""
     store.write_scores(scores)
     records = []
-    for component, rows in scores.groupby("component", sort=True):
+    for _component, rows in scores.groupby("component", sort=True):
         events = level_entries(rows, horizon_minutes=60)
         records += dispatch_hooks(events, hooks, store, home=tmp_path, **kwargs)
     return records
@@ -396,13 +396,17 @@ def test_alertmanager_format_webhook(http_receiver, store, tmp_path, t0):
             r"hooks\[0\]\.on_levels: expected one of",
         ),
         (
-            '[[hooks]]\nname = "a"\ntype = "alertmanager"\nurl = "http://x"\n'
-            "resolve_timeout_minutes = 0\n",
+            (
+                '[[hooks]]\nname = "a"\ntype = "alertmanager"\nurl = "http://x"\n'
+                "resolve_timeout_minutes = 0\n"
+            ),
             r"hooks\[0\]\.resolve_timeout_minutes: expected a positive",
         ),
         (
-            '[[hooks]]\nname = "a"\ntype = "webhook"\nurl = "http://x"\n'
-            '[[hooks]]\nname = "a"\ntype = "webhook"\nurl = "http://y"\n',
+            (
+                '[[hooks]]\nname = "a"\ntype = "webhook"\nurl = "http://x"\n'
+                '[[hooks]]\nname = "a"\ntype = "webhook"\nurl = "http://y"\n'
+            ),
             r"hooks\[1\]\.name: 'a' is already used by hooks\[0\]",
         ),
         ('[[budgets]]\nscope = "group"\n', r"budgets\[0\]: expected at least one of"),
