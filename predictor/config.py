@@ -43,7 +43,7 @@ HOOK_TYPES = ("webhook", "command", "alertmanager")
 #: What a hook is called for: ``failover`` on entry into one of its ``on_levels``,
 #: ``fail_back`` when a failed-over component recovers to normal, ``telemetry_stale``
 #: when a component's level becomes ``unknown``, ``budget_exceeded`` when a failover
-#: budget holds actions back.
+#: budget keeps actions back.
 HOOK_KINDS = ("failover", "fail_back", "telemetry_stale", "budget_exceeded")
 #: Payload formats of a webhook: the predictor's own schema or Alertmanager's webhook body.
 WEBHOOK_FORMATS = ("predictor", "alertmanager")

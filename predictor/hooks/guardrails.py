@@ -363,10 +363,16 @@ def guarded_calls(
     decisions have been consumed, so the calls recorded for one time count against the
     budget of the next.
     """
+    stateful = any(is_failover_hook(hook) or hook.kind == "fail_back" for hook in hooks)
     ordered = sorted(events, key=lambda event: event.scored_at)
-    for at, batch in itertools.groupby(ordered, key=lambda event: event.scored_at):
-        state = read_failover_state(store, hooks, at, dry_run=dry_run)
-        yield from decide(list(batch), hooks, state, budgets, dry_run=dry_run)
+    for at, group in itertools.groupby(ordered, key=lambda event: event.scored_at):
+        batch = list(group)
+        # Entries into unknown need no state, so a silence costs no query.
+        if stateful and any(event.level != UNKNOWN for event in batch):
+            state = read_failover_state(store, hooks, at, dry_run=dry_run)
+        else:
+            state = FailoverState(at=at)
+        yield from decide(batch, hooks, state, budgets, dry_run=dry_run)
 
 
 def record_held(
