@@ -43,7 +43,15 @@ FILE_FORMATS = ("long", "wide", "nab", "matrix", "openmetrics")
 PROMETHEUS_MAX_POINTS = 11_000
 SOURCE_ROLES = ("train", "replay", "split")
 LABEL_FORMATS = ("nab", "rows")
-HOOK_TYPES = ("webhook", "command")
+HOOK_TYPES = ("webhook", "command", "alertmanager")
+#: What a hook is called for: ``failover`` on entry into one of its ``on_levels``,
+#: ``fail_back`` when a failed-over component recovers to normal, ``telemetry_stale``
+#: when a component's level becomes ``unknown``, ``budget_exceeded`` when a failover
+#: budget keeps actions back.
+HOOK_KINDS = ("failover", "fail_back", "telemetry_stale", "budget_exceeded")
+#: Payload formats of a webhook: the predictor's own schema or Alertmanager's webhook body.
+WEBHOOK_FORMATS = ("predictor", "alertmanager")
+BUDGET_SCOPES = ("group", "fleet")
 LEVELS = ("normal", "elevated", "high", "critical")
 DEFAULT_CONFIG_NAME = "predictor.toml"
 
@@ -243,6 +251,38 @@ class HookConfig:
     timeout_seconds: float = 10.0
     payload_via: str = "stdin"
     headers: Mapping[str, str] = field(default_factory=dict)
+    kind: str = "failover"
+    format: str = "predictor"
+    dry_run: bool = False
+    resolve_timeout_minutes: float = 15.0
+    alertname: str = "PredictorFailureRisk"
+
+
+@dataclass(frozen=True)
+class BudgetConfig:
+    """A failover budget: how many components of a group, or of the fleet, may fail over.
+
+    ``max_components`` and ``max_percent`` limit the components in failover at once;
+    ``max_per_hour`` and ``max_percent_per_hour`` limit the components that enter
+    failover within any 60 minutes of scoring time. A percentage is of the components
+    of the group (or the fleet) known to the risk store, rounded down. Unset limits do
+    not apply. With ``scope = "group"`` and no ``group`` the budget applies to each
+    group on its own.
+    """
+
+    scope: str = "group"
+    group: str | None = None
+    max_components: int | None = None
+    max_percent: float | None = None
+    max_per_hour: int | None = None
+    max_percent_per_hour: float | None = None
+
+
+@dataclass(frozen=True)
+class GuardrailConfig:
+    """Settings that apply to every hook: ``dry_run`` decides and records, sends nothing."""
+
+    dry_run: bool = False
 
 
 @dataclass(frozen=True)
@@ -265,6 +305,8 @@ class Settings:
     hooks: tuple[HookConfig, ...] = ()
     lifecycle: LifecycleConfig = field(default_factory=LifecycleConfig)
     api: ApiConfig = field(default_factory=ApiConfig)
+    budgets: tuple[BudgetConfig, ...] = ()
+    guardrails: GuardrailConfig = field(default_factory=GuardrailConfig)
     registered_model_name: str = "predictor-fleet"
     experiment_name: str = "predictor"
 
@@ -315,7 +357,7 @@ def _parse_env_value(raw: str) -> Any:
 
 
 #: Settings sections that ``PREDICTOR_<SECTION>__<KEY>`` environment variables may set.
-ENV_SECTIONS = ("model", "levels", "lifecycle", "api")
+ENV_SECTIONS = ("model", "levels", "lifecycle", "api", "guardrails")
 
 
 def _apply_env_overrides(raw: dict[str, Any], environ: Mapping[str, str]) -> None:
@@ -547,15 +589,68 @@ def _validate_prometheus_source(source: SourceConfig, where: str) -> None:
 
 def _validate_hook(hook: HookConfig, where: str) -> None:
     _require_choice(hook.type, HOOK_TYPES, f"{where}.type")
+    _require_choice(hook.kind, HOOK_KINDS, f"{where}.kind")
+    _require_choice(hook.format, WEBHOOK_FORMATS, f"{where}.format")
     _require_choice(hook.payload_via, ("stdin", "env"), f"{where}.payload_via")
+    # An Alertmanager hook may also raise an alert for components whose level is unknown.
+    allowed_levels = (*LEVELS, "unknown") if hook.type == "alertmanager" else LEVELS
     for level in hook.on_levels:
-        _require_choice(level, LEVELS, f"{where}.on_levels")
-    if hook.type == "webhook" and not hook.url:
-        raise ConfigError(f"{where}.url: required for a webhook hook")
+        _require_choice(level, allowed_levels, f"{where}.on_levels")
+    if hook.type in ("webhook", "alertmanager") and not hook.url:
+        raise ConfigError(f"{where}.url: required for a {hook.type} hook")
+    if hook.type == "alertmanager" and not hook.url.startswith(("http://", "https://")):
+        raise ConfigError(
+            f"{where}.url: expected the Alertmanager base address such as "
+            f"'http://alertmanager:9093', got {hook.url!r}"
+        )
     if hook.type == "command" and not hook.argv:
         raise ConfigError(f"{where}.argv: required for a command hook, as a list of strings")
+    if hook.format != "predictor" and hook.type != "webhook":
+        raise ConfigError(
+            f"{where}.format: {hook.format!r} applies to webhook hooks only, "
+            f"got it on a {hook.type} hook"
+        )
+    if hook.type == "alertmanager" and hook.kind != "failover":
+        raise ConfigError(
+            f"{where}.kind: an alertmanager hook raises alerts for its on_levels and "
+            f"resolves them on recovery, so its kind must be 'failover', got {hook.kind!r}"
+        )
     if hook.cooldown_minutes < 0 or hook.timeout_seconds <= 0:
         raise ConfigError(f"{where}: expected cooldown_minutes >= 0 and timeout_seconds > 0")
+    if hook.resolve_timeout_minutes <= 0:
+        raise ConfigError(
+            f"{where}.resolve_timeout_minutes: expected a positive number of minutes, "
+            f"got {hook.resolve_timeout_minutes!r}"
+        )
+    if not hook.alertname:
+        raise ConfigError(
+            f"{where}.alertname: expected a non-empty string, got {hook.alertname!r}"
+        )
+
+
+def _validate_budget(budget: BudgetConfig, where: str) -> None:
+    _require_choice(budget.scope, BUDGET_SCOPES, f"{where}.scope")
+    if budget.scope == "fleet" and budget.group is not None:
+        raise ConfigError(
+            f"{where}.group: a fleet budget covers every component, so it takes no group; "
+            f'got {budget.group!r}. Use scope = "group" to limit one group'
+        )
+    limits = {
+        "max_components": budget.max_components,
+        "max_percent": budget.max_percent,
+        "max_per_hour": budget.max_per_hour,
+        "max_percent_per_hour": budget.max_percent_per_hour,
+    }
+    if all(value is None for value in limits.values()):
+        raise ConfigError(f"{where}: expected at least one of {sorted(limits)}, got none")
+    for key in ("max_components", "max_per_hour"):
+        if limits[key] is not None and limits[key] < 0:
+            raise ConfigError(f"{where}.{key}: expected an integer >= 0, got {limits[key]!r}")
+    for key in ("max_percent", "max_percent_per_hour"):
+        if limits[key] is not None and not 0.0 <= limits[key] <= 100.0:
+            raise ConfigError(
+                f"{where}.{key}: expected a percentage in [0, 100], got {limits[key]!r}"
+            )
 
 
 def _read_toml(path: Path) -> dict[str, Any]:
@@ -626,6 +721,8 @@ def _parse_settings(raw: dict[str, Any], path: Path | None, env: Mapping[str, st
         "hooks",
         "lifecycle",
         "api",
+        "budgets",
+        "guardrails",
     }
     unknown = sorted(set(raw) - known_sections)
     if unknown:
@@ -677,6 +774,20 @@ def _parse_settings(raw: dict[str, Any], path: Path | None, env: Mapping[str, st
     )
     for i, hook in enumerate(hooks):
         _validate_hook(hook, f"hooks[{i}]")
+    names = [hook.name for hook in hooks]
+    for i, name in enumerate(names):
+        if name in names[:i]:
+            raise ConfigError(
+                f"hooks[{i}].name: {name!r} is already used by hooks[{names.index(name)}]; "
+                "hook names identify the recorded calls, so they must be unique"
+            )
+    budgets = tuple(
+        _build(BudgetConfig, table, f"budgets[{i}]", base)
+        for i, table in enumerate(_table_list(raw, "budgets", path))
+    )
+    for i, budget in enumerate(budgets):
+        _validate_budget(budget, f"budgets[{i}]")
+    guardrails = _build(GuardrailConfig, raw.get("guardrails", {}), "guardrails", base)
     model = _build(ModelConfig, raw.get("model", {}), "model", base)
     _validate_model(model)
     levels = _build(LevelConfig, raw.get("levels", {}), "levels", base)
@@ -699,6 +810,8 @@ def _parse_settings(raw: dict[str, Any], path: Path | None, env: Mapping[str, st
         hooks=hooks,
         lifecycle=lifecycle,
         api=api,
+        budgets=budgets,
+        guardrails=guardrails,
         registered_model_name=registered_model_name,
         experiment_name=experiment_name,
     )

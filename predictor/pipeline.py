@@ -19,6 +19,7 @@ import pandas as pd
 from predictor.config import Settings, SourceConfig
 from predictor.exceptions import ConfigError, PredictorUserError
 from predictor.hooks import dispatch_hooks
+from predictor.hooks.alertmanager import sync_alertmanager_hooks
 from predictor.lifecycle import registry
 from predictor.lifecycle.gate import GroupTraining, train_group
 from predictor.lifecycle.runs import log_calibration_run
@@ -366,9 +367,16 @@ def score(
         result.components_scored += 1
         if scored.events and settings.hooks:
             calls = dispatch_hooks(
-                scored.events, settings.hooks, store, home=settings.home, dry_run=dry_run
+                scored.events,
+                settings.hooks,
+                store,
+                home=settings.home,
+                dry_run=dry_run or settings.guardrails.dry_run,
+                budgets=settings.budgets,
             )
             result.hook_calls += len(calls)
+    # Alertmanager hooks follow the stored levels on every run, not only on a change.
+    sync_alertmanager_hooks(settings.hooks, store, dry_run=dry_run or settings.guardrails.dry_run)
 
     logger.info(
         "score: %d components, %d scores written, %d hook calls, %d failed, "

@@ -19,7 +19,7 @@ from predictor.detect.scale import smooth_surprise, smoothing_memory_rows, surpr
 from predictor.features import build_grid, make_features
 from predictor.hooks import HookEvent
 from predictor.model import ComponentModel
-from predictor.risk import LEVELS, LevelState, assign_levels, fuse_risk
+from predictor.risk import LevelState, assign_levels, fuse_risk
 from predictor.risk_calibration import RiskCalibration
 from predictor.telemetry import TelemetryStore
 from predictor.telemetry.freshness import key_metrics, stale_drivers, stale_reasons
@@ -235,21 +235,11 @@ def score_component(
             raw_risk=float(raw_risk[index]),
         )
         for index in range(len(times))
-        if _is_entry(previous_levels[index], levels[index])
+        # Every level change is an event; the hook guardrails decide which ones act
+        # (entries into a worse level, entries into unknown, and recoveries to normal).
+        if previous_levels[index] != levels[index]
     ]
     return ComponentScores(records=records, events=events)
-
-
-def _is_entry(previous_level: str, level: str) -> bool:
-    """Return whether moving from ``previous_level`` to ``level`` enters a worse level.
-
-    Hooks act on entries only: a component that recovers from critical to high has not
-    entered high. Leaving ``unknown`` counts as an entry, because nothing was known.
-    """
-    if level not in LEVELS:
-        return False
-    previous_rank = LEVELS.index(previous_level) if previous_level in LEVELS else -1
-    return LEVELS.index(level) > previous_rank
 
 
 def _finite_or_none(value: float) -> float | None:

@@ -31,8 +31,9 @@ logger = logging.getLogger(__name__)
 #: Levels a score may carry; ``unknown`` means the telemetry was missing or stale.
 SCORE_LEVELS = ("normal", "elevated", "high", "critical", "unknown")
 
-#: Outcomes of one hook call as recorded in ``hook_calls.status``.
-HOOK_STATUSES = ("delivered", "failed", "skipped_cooldown", "dry_run")
+#: Outcomes of one hook call as recorded in ``hook_calls.status``. ``held`` is an action
+#: that a guardrail (a failover budget, an unconfirmed recovery) kept back.
+HOOK_STATUSES = ("delivered", "failed", "skipped_cooldown", "dry_run", "held")
 
 #: Rows per ``executemany`` call; bounds the memory held by one batch of parameters.
 INSERT_BATCH_ROWS = 5000
@@ -174,7 +175,7 @@ class HookCallRecord:
     called_at : pandas.Timestamp
         Wall-clock time of the call (tz-aware UTC).
     status : str
-        One of ``delivered``, ``failed``, ``skipped_cooldown``, ``dry_run``.
+        One of ``delivered``, ``failed``, ``skipped_cooldown``, ``dry_run``, ``held``.
     attempt_detail : str
         HTTP status, exit code or error of the attempt, or why it was skipped.
     payload : dict

@@ -8,15 +8,14 @@ from pathlib import Path
 
 import pandas as pd
 
-from predictor.config import HookConfig
+from predictor.config import BudgetConfig, HookConfig
+from predictor.hooks.alertmanager import hook_payload
+from predictor.hooks.guardrails import DRY_RUN_KEY_PREFIX, guarded_calls, record_held
 from predictor.hooks.payload import HookEvent
 from predictor.hooks.senders import SendResult, run_command, send_webhook
 from predictor.store import HookCallRecord, RiskStore
 
 logger = logging.getLogger(__name__)
-
-#: Prefix of the idempotency key of a dry-run record, so a dry run never blocks a real call.
-DRY_RUN_KEY_PREFIX = "dry-run:"
 
 
 def _send(hook: HookConfig, payload: dict[str, object], home: Path) -> SendResult:
@@ -63,7 +62,7 @@ def _dispatch_one(
         logger.debug("hook %s: %s already recorded, not called again", hook.name, key)
         return None
 
-    payload = event.to_payload()
+    payload = hook_payload(hook, event)
     last = _in_cooldown(hook, event, store, dry_run=dry_run)
     if last is not None:
         status = "skipped_cooldown"
@@ -100,8 +99,9 @@ def _dispatch_one(
 
     log = logger.warning if status == "failed" else logger.info
     log(
-        "hook %s: component %s entered %s at %s: %s (%s)",
-        hook.name, event.component, event.level, event.scored_at.isoformat(), status, detail,
+        "hook %s: %s of component %s to %s at %s: %s (%s)",
+        hook.name, event.event, event.component, event.level, event.scored_at.isoformat(),
+        status, detail,
     )
     return record
 
@@ -113,16 +113,20 @@ def dispatch_hooks(
     *,
     home: Path,
     dry_run: bool = False,
+    budgets: Sequence[BudgetConfig] = (),
 ) -> list[HookCallRecord]:
-    """Call every matching hook for every level entry and record each call in ``store``.
+    """Call every matching hook for every level change and record each call in ``store``.
 
     Parameters
     ----------
     events : sequence of HookEvent
-        Level entries. Events whose ``previous_level`` equals ``level`` are ignored.
+        Level changes. Events whose ``previous_level`` equals ``level`` are ignored.
         They are handled in scoring-time order, whatever the input order.
     hooks : sequence of HookConfig
-        Configured hooks; a hook fires for an event whose level is in its ``on_levels``.
+        Configured hooks. A ``failover`` hook fires for an entry into a level in its
+        ``on_levels``; ``fail_back``, ``telemetry_stale`` and ``budget_exceeded`` hooks
+        fire as :func:`predictor.hooks.guardrails.decide` describes. A hook with
+        ``dry_run = true`` is recorded as ``dry_run`` and never sent.
     store : RiskStore
         Where the calls are recorded and the cooldown and idempotency are checked.
     home : Path
@@ -130,6 +134,8 @@ def dispatch_hooks(
     dry_run : bool, default=False
         Record ``dry_run`` instead of sending. Dry-run records use the idempotency key
         prefixed with ``"dry-run:"``, so a later real run still sends.
+    budgets : sequence of BudgetConfig, default=()
+        Failover budgets. Calls past a budget are recorded as ``held`` with the reason.
 
     Returns
     -------
@@ -150,15 +156,14 @@ def dispatch_hooks(
     send it, though only one record is stored.
     """
     records = []
-    ordered = sorted(events, key=lambda event: event.scored_at)
-    for event in ordered:
-        if event.previous_level == event.level:
-            logger.debug("hook event for %s: level %s unchanged", event.component, event.level)
-            continue
-        for hook in hooks:
-            if event.level not in hook.on_levels:
-                continue
-            record = _dispatch_one(event, hook, store, home=home, dry_run=dry_run)
-            if record is not None:
-                records.append(record)
+    for decision in guarded_calls(events, hooks, store, budgets=budgets, dry_run=dry_run):
+        if decision.held:
+            record = record_held(decision, store, dry_run=dry_run)
+        else:
+            hook_dry_run = dry_run or decision.hook.dry_run
+            record = _dispatch_one(
+                decision.event, decision.hook, store, home=home, dry_run=hook_dry_run
+            )
+        if record is not None:
+            records.append(record)
     return records

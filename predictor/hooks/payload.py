@@ -1,10 +1,11 @@
 """Hook events: a component entering a level, and the JSON payload sent for it.
 
-Payload schema, version ``"1"`` (every time is ISO 8601 in UTC)::
+The JSON schema of the payload is in :mod:`predictor.hooks.schema` and in
+``docs/hook-payload.schema.json``. Version ``"1"`` (every time is ISO 8601 in UTC)::
 
     {
       "schema_version": "1",
-      "event": "level_entered",
+      "event": "level_entered",                # or fail_back, telemetry_stale, budget_exceeded
       "idempotency_key": "gpu-1:high->critical:2024-05-01T12:00:00+00:00",
       "component": "gpu-1",
       "group": "pool-a",                       # or null
@@ -17,7 +18,8 @@ Payload schema, version ``"1"`` (every time is ISO 8601 in UTC)::
       "horizon_minutes": 60.0,
       "time_to_threshold_seconds": 1200.0,     # or null
       "drivers": [{"metric": "gpu_temp_celsius", "contribution": 0.7}],
-      "model_version": "3"
+      "model_version": "3",
+      "budget": null                           # details of a budget_exceeded event
     }
 """
 
@@ -32,6 +34,10 @@ import numpy as np
 import pandas as pd
 
 SCHEMA_VERSION = "1"
+
+#: Kinds of hook events. ``level_entered`` calls failover hooks; the other three are
+#: raised by the guardrails (:mod:`predictor.hooks.guardrails`).
+EVENT_TYPES = ("level_entered", "fail_back", "telemetry_stale", "budget_exceeded")
 
 
 def _utc_timestamp(value: Any, name: str) -> pd.Timestamp:
@@ -97,6 +103,12 @@ class HookEvent:
         learned from labeled failures. When False, ``risk`` is the uncalibrated fused score.
     raw_risk : float or None, default=None
         The fused risk before calibration; None means it equals ``risk``.
+    event : str, default="level_entered"
+        One of :data:`EVENT_TYPES`. For ``budget_exceeded``, ``component`` names the
+        budget scope (``group:NAME`` or ``fleet``).
+    budget : mapping or None, default=None
+        For ``budget_exceeded``: the scope, the limit that was reached and the held
+        components.
 
     Raises
     ------
@@ -129,25 +141,31 @@ class HookEvent:
     model_version: str = ""
     calibrated: bool = False
     raw_risk: float | None = None
+    event: str = "level_entered"
+    budget: Mapping[str, Any] | None = None
 
     def __post_init__(self) -> None:
+        if self.event not in EVENT_TYPES:
+            raise ValueError(f"event: expected one of {list(EVENT_TYPES)}, got {self.event!r}")
         # The dataclass is frozen, so normalised values are set through object.__setattr__.
         object.__setattr__(self, "scored_at", _utc_timestamp(self.scored_at, "scored_at"))
         object.__setattr__(self, "drivers", [dict(item) for item in self.drivers or []])
 
     @property
     def idempotency_key(self) -> str:
-        """Key that identifies this level entry: component, transition and scoring time."""
-        return (
-            f"{self.component}:{self.previous_level}->{self.level}:"
-            f"{self.scored_at.isoformat()}"
-        )
+        """Key that identifies this event: component, transition and scoring time.
+
+        Events other than ``level_entered`` start with the event type, so a fail-back
+        and a level entry of the same transition have different keys.
+        """
+        key = f"{self.component}:{self.previous_level}->{self.level}:{self.scored_at.isoformat()}"
+        return key if self.event == "level_entered" else f"{self.event}:{key}"
 
     def to_payload(self) -> dict[str, Any]:
         """Return the JSON-serialisable payload of this event (schema version ``"1"``)."""
         return {
             "schema_version": SCHEMA_VERSION,
-            "event": "level_entered",
+            "event": self.event,
             "idempotency_key": self.idempotency_key,
             "component": self.component,
             "group": self.group,
@@ -161,6 +179,7 @@ class HookEvent:
             "time_to_threshold_seconds": _finite_or_none(self.time_to_threshold_seconds),
             "drivers": _plain(self.drivers),
             "model_version": str(self.model_version),
+            "budget": None if self.budget is None else _plain(dict(self.budget)),
         }
 
 
