@@ -224,6 +224,13 @@ class HookConfig:
     timeout_seconds: float = 10.0
     payload_via: str = "stdin"
     headers: Mapping[str, str] = field(default_factory=dict)
+    # Delivery policy: signing secret, retries with backoff, and the circuit breaker.
+    secret_env: str | None = None
+    max_attempts: int = 5
+    backoff_seconds: float = 5.0
+    backoff_max_seconds: float = 900.0
+    breaker_failures: int = 5
+    breaker_cooldown_seconds: float = 300.0
 
 
 @dataclass(frozen=True)
@@ -506,6 +513,30 @@ def _validate_hook(hook: HookConfig, where: str) -> None:
         raise ConfigError(f"{where}.argv: required for a command hook, as a list of strings")
     if hook.cooldown_minutes < 0 or hook.timeout_seconds <= 0:
         raise ConfigError(f"{where}: expected cooldown_minutes >= 0 and timeout_seconds > 0")
+    _validate_delivery(hook, where)
+
+
+def _validate_delivery(hook: HookConfig, where: str) -> None:
+    for key in ("max_attempts", "breaker_failures"):
+        value = getattr(hook, key)
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            raise ConfigError(f"{where}.{key}: expected an integer >= 1, got {value!r}")
+    for key in ("backoff_seconds", "backoff_max_seconds", "breaker_cooldown_seconds"):
+        value = getattr(hook, key)
+        if not isinstance(value, int | float) or isinstance(value, bool) or value < 0:
+            raise ConfigError(f"{where}.{key}: expected a number >= 0, got {value!r}")
+    if hook.backoff_max_seconds < hook.backoff_seconds:
+        raise ConfigError(
+            f"{where}.backoff_max_seconds: expected >= backoff_seconds "
+            f"({hook.backoff_seconds!r}), got {hook.backoff_max_seconds!r}"
+        )
+    if hook.secret_env is not None and (
+        not isinstance(hook.secret_env, str) or not hook.secret_env.strip()
+    ):
+        raise ConfigError(
+            f"{where}.secret_env: expected the name of an environment variable, "
+            f"got {hook.secret_env!r}"
+        )
 
 
 def _read_toml(path: Path) -> dict[str, Any]:

@@ -4,7 +4,6 @@ import json
 import logging
 
 import pandas as pd
-import pytest
 
 from predictor.config import HookConfig
 from predictor.hooks import HookEvent, dispatch_hooks, level_entries
@@ -121,23 +120,26 @@ def test_events_handled_in_scoring_order(http_receiver, store, tmp_path, t0):
     assert records[0].scored_at == t0
 
 
-def test_failed_webhook_recorded(http_receiver, store, tmp_path, t0, caplog):
+def test_failed_webhook_stays_pending_with_retry(http_receiver, store, tmp_path, t0, caplog):
     http_receiver.status = 500
     hook = _webhook(http_receiver.url)
 
-    with caplog.at_level(logging.INFO, logger="predictor.hooks.dispatch"):
+    with caplog.at_level(logging.INFO, logger="predictor.hooks"):
         records = dispatch_hooks([_event(t0, 0), _event(t0, 20)], [hook], store, home=tmp_path)
 
     stored = store.hook_calls()
-    # A failed call does not start the cooldown, so the next entry is tried again.
-    assert stored["status"].tolist() == ["failed", "failed"]
-    assert stored["attempt_detail"].iloc[0].startswith("HTTP 500")
-    assert len(http_receiver.requests) == 2
-    assert [r.status for r in records] == ["failed", "failed"]
+    # The failed action stays queued for a retry, so it still starts the cooldown.
+    assert stored["status"].tolist() == ["pending", "skipped_cooldown"]
+    assert stored["attempts"].tolist() == [1, 0]
+    assert stored["last_error"].iloc[0].startswith("HTTP 500")
+    assert stored["next_attempt_at"].iloc[0] > stored["called_at"].iloc[0]
+    assert len(http_receiver.requests) == 1
+    assert [r.status for r in records] == ["pending", "skipped_cooldown"]
     warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
-    assert len(warnings) == 2
+    assert len(warnings) == 1
     assert "pager" in warnings[0].getMessage()
     assert "gpu-1" in warnings[0].getMessage()
+    assert "attempt 1 of 5 failed: HTTP 500" in warnings[0].getMessage()
 
 
 def test_hook_fires_only_for_its_levels(http_receiver, store, tmp_path, t0):
@@ -171,14 +173,13 @@ def test_command_hook_through_dispatch(store, tmp_path, t0):
     assert store.hook_calls(hook="failover")["attempt_detail"].tolist() == ["exit code 0"]
 
 
-def test_missing_executable_recorded_failed(store, tmp_path, t0):
+def test_missing_executable_retried_later(store, tmp_path, t0):
     hook = HookConfig(name="failover", type="command", argv=(str(tmp_path / "missing-tool"),))
 
     records = dispatch_hooks([_event(t0, 0)], [hook], store, home=tmp_path)
 
-    assert [r.status for r in records] == ["failed"]
+    assert [(r.status, r.attempts) for r in records] == [("pending", 1)]
     stored = store.hook_calls(hook="failover")
-    assert stored["status"].tolist() == ["failed"]
     assert stored["attempt_detail"].iloc[0].startswith("executable not found")
 
 
@@ -222,8 +223,10 @@ def test_level_entries_feed_dispatch(http_receiver, store, tmp_path, t0):
     assert http_receiver.requests[0]["json"]["scored_at"] == times[2].isoformat()
 
 
-def test_unknown_hook_type_raises(store, tmp_path, t0):
+def test_unknown_hook_type_dead_lettered(store, tmp_path, t0):
     hook = HookConfig(name="pager", type="pigeon")
 
-    with pytest.raises(ValueError, match="expected type 'webhook' or 'command', got 'pigeon'"):
-        dispatch_hooks([_event(t0, 0)], [hook], store, home=tmp_path)
+    records = dispatch_hooks([_event(t0, 0)], [hook], store, home=tmp_path)
+
+    assert [r.status for r in records] == ["dead"]
+    assert "type 'pigeon' has no sender" in records[0].last_error
