@@ -59,6 +59,9 @@ INSERT_BATCH_ROWS = 5000
 
 _SQLITE_BUSY_TIMEOUT_MS = 30_000
 
+#: Candidates beyond the limit a SQLite claim reads, in case other workers win some.
+_SQLITE_EXTRA_CANDIDATES = 8
+
 
 class UTCDateTime(sa.types.TypeDecorator[dt.datetime]):
     """A timestamp column that stores UTC and returns tz-aware UTC datetimes.
@@ -928,15 +931,31 @@ class RiskStore:
                     )
                     claimed = list(chosen)
         else:
-            with self.engine.connect() as connection:
-                chosen = connection.execute(candidates).scalars().all()
-            for action_id in chosen:
-                with self.engine.begin() as connection:
-                    result = connection.execute(
-                        sa.update(table).where(table.c.id == action_id, due).values(**claim)
-                    )
-                if result.rowcount == 1:
-                    claimed.append(action_id)
+            # Another worker may win a candidate between the read and the conditional
+            # update; the loser reads again past the candidates it already tried.
+            tried: set[int] = set()
+            while len(claimed) < limit:
+                wanted = limit - len(claimed) + _SQLITE_EXTRA_CANDIDATES
+                query = (
+                    sa.select(table.c.id)
+                    .where(due, table.c.id.not_in(tried) if tried else sa.true())
+                    .order_by(table.c.next_attempt_at, table.c.id)
+                    .limit(wanted)
+                )
+                with self.engine.connect() as connection:
+                    chosen = connection.execute(query).scalars().all()
+                if not chosen:
+                    break
+                for action_id in chosen:
+                    tried.add(action_id)
+                    with self.engine.begin() as connection:
+                        result = connection.execute(
+                            sa.update(table).where(table.c.id == action_id, due).values(**claim)
+                        )
+                    if result.rowcount == 1:
+                        claimed.append(action_id)
+                        if len(claimed) == limit:
+                            break
         if not claimed:
             return []
         query = (

@@ -60,7 +60,9 @@ def test_webhook_called_once_per_critical_entry(http_receiver, store, tmp_path, 
     stored = store.hook_calls(hook="pager", component="gpu-1")
     assert stored["status"].tolist() == ["delivered", "skipped_cooldown", "delivered"]
     assert stored["scored_at"].tolist() == [
-        t0, t0 + pd.Timedelta(minutes=20), t0 + pd.Timedelta(minutes=90)
+        t0,
+        t0 + pd.Timedelta(minutes=20),
+        t0 + pd.Timedelta(minutes=90),
     ]
     assert "within the 60 min cooldown" in stored["attempt_detail"].iloc[1]
     assert stored["payload"].iloc[0] == _event(t0, 0).to_payload()
@@ -204,14 +206,16 @@ def test_dry_run_sends_nothing(http_receiver, store, tmp_path, t0):
 def test_level_entries_feed_dispatch(http_receiver, store, tmp_path, t0):
     times = [t0 + pd.Timedelta(minutes=5 * i) for i in range(6)]
     levels = ["normal", "high", "critical", "critical", "high", "critical"]
-    scores = pd.DataFrame({
-        "component": "gpu-1",
-        "scored_at": times,
-        "risk": [0.1, 0.75, 0.9, 0.92, 0.8, 0.95],
-        "level": levels,
-        "previous_level": [None, *levels[:-1]],
-        "model_version": "3",
-    })
+    scores = pd.DataFrame(
+        {
+            "component": "gpu-1",
+            "scored_at": times,
+            "risk": [0.1, 0.75, 0.9, 0.92, 0.8, 0.95],
+            "level": levels,
+            "previous_level": [None, *levels[:-1]],
+            "model_version": "3",
+        }
+    )
     hook = _webhook(http_receiver.url)
 
     records = dispatch_hooks(
