@@ -51,9 +51,6 @@ HOOK_STATUSES = (
     "failed",
 )
 
-#: Statuses a delivery worker may still change.
-HOOK_OPEN_STATUSES = ("pending",)
-
 #: Rows per ``executemany`` call; bounds the memory held by one batch of parameters.
 INSERT_BATCH_ROWS = 5000
 
@@ -804,8 +801,8 @@ class RiskStore:
         if hook is not None:
             query = query.where(hook_calls_table.c.hook == hook)
         if status is not None:
-            wanted = [status] if isinstance(status, str) else list(status)
-            query = query.where(hook_calls_table.c.status.in_(wanted))
+            selected = [status] if isinstance(status, str) else list(status)
+            query = query.where(hook_calls_table.c.status.in_(selected))
         query = query.order_by(hook_calls_table.c.scored_at, hook_calls_table.c.id)
         with self.engine.connect() as connection:
             rows = connection.execute(query).mappings().all()
@@ -886,7 +883,7 @@ class RiskStore:
             How long the claim lasts. A worker killed while it holds the lease leaves the
             action pending, and it becomes due again when the lease expires.
         limit : int
-            Most actions to claim.
+            Maximum number of actions to claim.
         ids : sequence of int or None, default=None
             Only claim these actions.
 
@@ -935,12 +932,12 @@ class RiskStore:
             # update; the loser reads again past the candidates it already tried.
             tried: set[int] = set()
             while len(claimed) < limit:
-                wanted = limit - len(claimed) + _SQLITE_EXTRA_CANDIDATES
+                batch_size = limit - len(claimed) + _SQLITE_EXTRA_CANDIDATES
                 query = (
                     sa.select(table.c.id)
                     .where(due, table.c.id.not_in(tried) if tried else sa.true())
                     .order_by(table.c.next_attempt_at, table.c.id)
-                    .limit(wanted)
+                    .limit(batch_size)
                 )
                 with self.engine.connect() as connection:
                     chosen = connection.execute(query).scalars().all()
@@ -1205,7 +1202,7 @@ def _optional_stamp(value: Any) -> pd.Timestamp | None:
     return stamp.tz_localize("UTC") if stamp.tzinfo is None else stamp.tz_convert("UTC")
 
 
-def _action_from_row(row: Mapping[str, Any]) -> HookAction:
+def _action_from_row(row: sa.RowMapping) -> HookAction:
     return HookAction(
         hook=row["hook"],
         component=row["component"],

@@ -3,8 +3,8 @@
 Each action is claimed with a lease, sent with the hook's timeout, and then marked
 ``delivered``, made due again after an exponential backoff with jitter (or the receiver's
 ``Retry-After``), or moved to ``dead`` after ``max_attempts``. A worker killed while
-sending leaves its action pending; it becomes due again when the lease expires, so the
-receiver may see it twice, with the same idempotency key.
+sending leaves its action pending. The action becomes due again when the lease expires,
+so the receiver may see it twice, with the same idempotency key.
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ LEASE_MARGIN_SECONDS = 30.0
 
 @dataclass
 class DeliveryReport:
-    """What one :func:`deliver_pending` call did.
+    """Outcome counts of one :func:`deliver_pending` call.
 
     Attributes
     ----------
@@ -123,7 +123,7 @@ def deliver_pending(
     now : datetime-like or None, default=None
         Fixed current time (tests, replays); None reads the clock before each claim.
     max_actions : int, default=100
-        Most actions to claim in this call.
+        Maximum number of actions to claim in this call.
     worker_id : str or None, default=None
         Lease owner name; None makes one unique to this process.
     lease_seconds : float or None, default=None
@@ -186,7 +186,7 @@ def _deliver_one(
         return
 
     state = breaker.breaker_state(store, hook, _now(fixed))
-    if state.state == "open":
+    if state.state == "open" and state.retry_at is not None:
         detail = (
             f"circuit breaker open for {state.target} after {state.consecutive_failures} "
             f"consecutive failures; waits until {state.retry_at.isoformat()}"

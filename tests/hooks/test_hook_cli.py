@@ -117,4 +117,3 @@ def test_hook_test_unknown_name_exits_2(hooks_env, capsys):
 
     assert code == 2
     assert "hook 'nope': not configured; expected one of: pager" in capsys.readouterr().err
-
