@@ -224,6 +224,33 @@ def build_parser() -> argparse.ArgumentParser:
         "rollback", help="point champion back at the previous champion version"
     )
     rollback.add_argument("--model", help="registered model name (needed when there are several)")
+    from predictor.store import HOOK_STATUSES
+
+    hooks = commands.add_parser("hooks", help="list, retry, test and deliver hook actions")
+    hooks_commands = hooks.add_subparsers(dest="hooks_command", metavar="ACTION")
+    hooks_commands.required = True
+    hooks_list = hooks_commands.add_parser("list", help="hook actions in the outbox")
+    hooks_list.add_argument(
+        "--status",
+        action="append",
+        choices=HOOK_STATUSES,
+        help="only actions in this status (repeatable; default: all)",
+    )
+    hooks_list.add_argument(
+        "--limit", type=int, default=50, help="show the newest N actions (default: 50)"
+    )
+    hooks_retry = hooks_commands.add_parser(
+        "retry", help="queue a dead or held action again with fresh attempts, and deliver"
+    )
+    hooks_retry.add_argument("id", type=int, metavar="ID", help="action id from `hooks list`")
+    hooks_test = hooks_commands.add_parser(
+        "test", help='send a payload marked "test": true through a configured hook'
+    )
+    hooks_test.add_argument("name", metavar="NAME", help="hook name from the configuration")
+    hooks_deliver = hooks_commands.add_parser("deliver", help="send the due pending actions")
+    hooks_deliver.add_argument(
+        "--max-actions", type=int, default=100, help="claim at most N actions (default: 100)"
+    )
     report = commands.add_parser(
         "report", help="write the backtest and risk-store figures as one HTML page"
     )
@@ -388,13 +415,71 @@ def _cmd_score(args: argparse.Namespace) -> int:
     print(risk_table(store))
     print(
         f"\n{result.scores_written} scores written up to {result.until}, "
-        f"{result.hook_calls} hook calls"
+        f"{result.hook_calls} hook calls queued, {result.hooks_delivered} delivered, "
+        f"{result.hooks_dead} dead"
     )
     if result.failed_components:
         for component, error in sorted(result.failed_components.items()):
             print(f"component {component} failed: {error}", file=sys.stderr)
         return 1
     return 0
+
+
+def _cmd_hooks(args: argparse.Namespace) -> int:
+    from predictor import pipeline
+    from predictor.hooks import outbox
+    from predictor.report import format_table
+
+    settings = _settings(args)
+    store = pipeline.open_risk_store(settings)
+    try:
+        if args.hooks_command == "list":
+            frame = store.hook_calls(status=args.status)
+            rows = [
+                (
+                    row.id,
+                    row.hook,
+                    row.component,
+                    f"{row.previous_level or '-'}->{row.level}",
+                    row.scored_at.isoformat(),
+                    row.status,
+                    row.attempts,
+                    row.last_error or row.attempt_detail or "-",
+                )
+                for row in frame.tail(args.limit).itertuples()
+            ]
+            headers = ("id", "hook", "component", "transition", "scored_at", "status")
+            print(format_table((*headers, "attempts", "detail"), rows))
+            counts = frame["status"].value_counts().sort_index()
+            summary = ", ".join(f"{count} {status}" for status, count in counts.items())
+            print(f"\n{len(frame)} actions: {summary or 'none'}")
+            return 0
+        if args.hooks_command == "retry":
+            action = outbox.retry_action(store, args.id)
+            report = pipeline.deliver_hooks(settings, store=store)
+            final = store.hook_action(args.id)
+            print(
+                f"action {action.id} ({action.hook}, {action.idempotency_key}) queued again; "
+                f"now {final.status if final else 'missing'}; "
+                f"{report.delivered} delivered in this run"
+            )
+            return 0
+        if args.hooks_command == "test":
+            action = outbox.send_test(store, settings.hooks, args.name, home=settings.home)
+            print(
+                f"test action {action.id} to hook {action.hook}: {action.status} "
+                f"({action.last_error or action.attempt_detail})"
+            )
+            return 0 if action.status == "delivered" else 1
+        report = pipeline.deliver_hooks(settings, store=store, max_actions=args.max_actions)
+        print(
+            f"{len(report.ids)} actions claimed: {report.delivered} delivered, "
+            f"{report.retried} to retry, {report.dead} dead, "
+            f"{report.deferred} held by an open circuit breaker"
+        )
+        return 0
+    finally:
+        store.close()
 
 
 def _cmd_calibrate(args: argparse.Namespace) -> int:
@@ -600,6 +685,7 @@ COMMANDS = {
     "report": _cmd_report,
     "models": _cmd_models,
     "serve": _cmd_serve,
+    "hooks": _cmd_hooks,
 }
 
 

@@ -256,6 +256,13 @@ class HookConfig:
     dry_run: bool = False
     resolve_timeout_minutes: float = 15.0
     alertname: str = "PredictorFailureRisk"
+    # Delivery policy: signing secret, retries with backoff, and the circuit breaker.
+    secret_env: str | None = None
+    max_attempts: int = 5
+    backoff_seconds: float = 5.0
+    backoff_max_seconds: float = 900.0
+    breaker_failures: int = 5
+    breaker_cooldown_seconds: float = 300.0
 
 
 @dataclass(frozen=True)
@@ -626,6 +633,7 @@ def _validate_hook(hook: HookConfig, where: str) -> None:
         raise ConfigError(
             f"{where}.alertname: expected a non-empty string, got {hook.alertname!r}"
         )
+    _validate_delivery(hook, where)
 
 
 def _validate_budget(budget: BudgetConfig, where: str) -> None:
@@ -651,6 +659,29 @@ def _validate_budget(budget: BudgetConfig, where: str) -> None:
             raise ConfigError(
                 f"{where}.{key}: expected a percentage in [0, 100], got {limits[key]!r}"
             )
+
+
+def _validate_delivery(hook: HookConfig, where: str) -> None:
+    for key in ("max_attempts", "breaker_failures"):
+        value = getattr(hook, key)
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            raise ConfigError(f"{where}.{key}: expected an integer >= 1, got {value!r}")
+    for key in ("backoff_seconds", "backoff_max_seconds", "breaker_cooldown_seconds"):
+        value = getattr(hook, key)
+        if not isinstance(value, int | float) or isinstance(value, bool) or value < 0:
+            raise ConfigError(f"{where}.{key}: expected a number >= 0, got {value!r}")
+    if hook.backoff_max_seconds < hook.backoff_seconds:
+        raise ConfigError(
+            f"{where}.backoff_max_seconds: expected >= backoff_seconds "
+            f"({hook.backoff_seconds!r}), got {hook.backoff_max_seconds!r}"
+        )
+    if hook.secret_env is not None and (
+        not isinstance(hook.secret_env, str) or not hook.secret_env.strip()
+    ):
+        raise ConfigError(
+            f"{where}.secret_env: expected the name of an environment variable, "
+            f"got {hook.secret_env!r}"
+        )
 
 
 def _read_toml(path: Path) -> dict[str, Any]:

@@ -349,6 +349,32 @@ def score_shard(
     }
 
 
+def deliver_hooks(
+    *, config_path: str | None = None, max_actions: int = 100, worker_id: str | None = None
+) -> dict[str, Any]:
+    """Send the due pending hook actions; callable from an Airflow task.
+
+    Every scoring shard already delivers after it publishes; this task sends what is
+    still due (retries after a backoff, actions whose worker was killed). Tasks running
+    at once on several Airflow workers claim different actions, never the same one.
+
+    Returns
+    -------
+    dict
+        ``claimed``, ``delivered``, ``retried``, ``dead`` and ``deferred`` (held back by
+        an open circuit breaker).
+    """
+    settings = load_run_settings(config_path)
+    report = pipeline.deliver_hooks(settings, max_actions=max_actions, worker_id=worker_id)
+    return {
+        "claimed": len(report.ids),
+        "delivered": report.delivered,
+        "retried": report.retried,
+        "dead": report.dead,
+        "deferred": report.deferred,
+    }
+
+
 def summarize_scoring(
     shards: Sequence[Mapping[str, Any]], results: Iterable[Mapping[str, Any] | None]
 ) -> dict[str, Any]:

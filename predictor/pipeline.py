@@ -18,7 +18,7 @@ import pandas as pd
 
 from predictor.config import Settings, SourceConfig
 from predictor.exceptions import ConfigError, PredictorUserError
-from predictor.hooks import dispatch_hooks
+from predictor.hooks import DeliveryReport, decide_actions, deliver_pending
 from predictor.hooks.alertmanager import sync_alertmanager_hooks
 from predictor.lifecycle import registry
 from predictor.lifecycle.gate import GroupTraining, train_group
@@ -92,6 +92,8 @@ class ScoreResult:
     scores_written: int = 0
     components_scored: int = 0
     hook_calls: int = 0
+    hooks_delivered: int = 0
+    hooks_dead: int = 0
     failed_components: dict[str, str] = field(default_factory=dict)
     shadow_scores_written: int = 0
     fallbacks: dict[str, str] = field(default_factory=dict)
@@ -302,7 +304,11 @@ def score(
     serving: ServingSet | None = None,
     shadow: bool = True,
 ) -> ScoreResult:
-    """Score trained components up to ``until``, publish the scores, call hooks.
+    """Score trained components up to ``until``, publish the scores, deliver hook actions.
+
+    Each component's scores and the hook actions they cause are written in one
+    transaction, so a crash cannot publish a score and lose its action. After every
+    component is published, the due actions are delivered (not in a dry run).
 
     Parameters
     ----------
@@ -310,7 +316,8 @@ def score(
     until : pandas.Timestamp or None, default=None
         Last time to score; None scores up to the newest telemetry in the store.
     dry_run : bool, default=False
-        Decide and record hook calls without sending them.
+        Decide and record hook actions as ``dry_run`` and deliver nothing.
+        ``[guardrails] dry_run = true`` in the settings has the same effect.
     fleet : FleetModel or None, default=None
         Score with this model as the only champion instead of the registry's.
     telemetry, store : optional
@@ -333,6 +340,7 @@ def score(
         component does not stop the others from publishing, and the components that
         were scored by a fallback model with the model used.
     """
+    dry_run = dry_run or settings.guardrails.dry_run
     if serving is None:
         serving = ServingSet.from_fleet(settings, fleet) if fleet else load_serving(settings)
     telemetry = telemetry or open_telemetry(settings)
@@ -363,27 +371,35 @@ def score(
         if scored.records.empty:
             continue
         records = scored.records.assign(model_role=used.role)
-        result.scores_written += store.write_scores(records)
-        result.components_scored += 1
+        actions = []
         if scored.events and settings.hooks:
-            calls = dispatch_hooks(
+            actions = decide_actions(
                 scored.events,
                 settings.hooks,
                 store,
-                home=settings.home,
-                dry_run=dry_run or settings.guardrails.dry_run,
+                dry_run=dry_run,
                 budgets=settings.budgets,
             )
-            result.hook_calls += len(calls)
+        written, queued = store.write_scores_and_actions(records, actions)
+        result.scores_written += written
+        result.hook_calls += queued
+        result.components_scored += 1
+
     # Alertmanager hooks follow the stored levels on every run, not only on a change.
-    sync_alertmanager_hooks(settings.hooks, store, dry_run=dry_run or settings.guardrails.dry_run)
+    sync_alertmanager_hooks(settings.hooks, store, dry_run=dry_run)
+    if settings.hooks and not dry_run:
+        delivery = deliver_hooks(settings, store=store)
+        result.hooks_delivered = delivery.delivered
+        result.hooks_dead = delivery.dead
 
     logger.info(
-        "score: %d components, %d scores written, %d hook calls, %d failed, "
-        "%d on a fallback model, %d shadow scores, up to %s in %.1f s",
+        "score: %d components, %d scores written, %d hook actions queued, %d delivered, "
+        "%d dead, %d failed, %d on a fallback model, %d shadow scores, up to %s in %.1f s",
         result.components_scored,
         result.scores_written,
         result.hook_calls,
+        result.hooks_delivered,
+        result.hooks_dead,
         len(result.failed_components),
         len(result.fallbacks),
         result.shadow_scores_written,
@@ -391,6 +407,33 @@ def score(
         time.perf_counter() - started,
     )
     return result
+
+
+def deliver_hooks(
+    settings: Settings,
+    *,
+    store: RiskStore | None = None,
+    max_actions: int = 100,
+    worker_id: str | None = None,
+) -> DeliveryReport:
+    """Send the due pending hook actions of the risk store (see :func:`deliver_pending`).
+
+    ``predictor score``, ``predictor hooks deliver`` and the Airflow delivery task call
+    this. Several workers may run it at once: each action is claimed by one of them.
+    """
+    own = store is None
+    store = store or open_risk_store(settings)
+    try:
+        return deliver_pending(
+            store,
+            settings.hooks,
+            home=settings.home,
+            max_actions=max_actions,
+            worker_id=worker_id,
+        )
+    finally:
+        if own:
+            store.close()
 
 
 def _score_with_fallback(

@@ -1,4 +1,4 @@
-"""Risk store: scores and hook-call records in a SQL database through SQLAlchemy Core.
+"""Risk store: scores, the hook outbox and breaker states in SQL through SQLAlchemy Core.
 
 The same code runs on SQLite (the default, a file under ``PREDICTOR_HOME``) and on
 PostgreSQL (any URL in ``PREDICTOR_STORE_URL``). Times are stored in UTC and every frame
@@ -7,6 +7,12 @@ returned here carries tz-aware UTC ``pandas.Timestamp`` values.
 Writing is idempotent: ``scores`` has a unique key on ``(component, scored_at)`` and
 ``hook_calls`` on ``(hook, idempotency_key)``, and inserts skip rows whose key exists
 (``INSERT ... ON CONFLICT DO NOTHING``), so scoring the same time again adds no rows.
+
+``hook_calls`` is the hook outbox: one row per hook and level entry, written in the same
+transaction as the scores that caused it (:meth:`RiskStore.write_scores_and_actions`).
+Delivery workers claim due rows with a lease (:meth:`RiskStore.claim_hook_actions`), so
+two workers never hold the same row at once and a killed worker's row becomes due again
+when its lease expires.
 """
 
 from __future__ import annotations
@@ -31,14 +37,29 @@ logger = logging.getLogger(__name__)
 #: Levels a score may carry; ``unknown`` means the telemetry was missing or stale.
 SCORE_LEVELS = ("normal", "elevated", "high", "critical", "unknown")
 
-#: Outcomes of one hook call as recorded in ``hook_calls.status``. ``held`` is an action
-#: that a guardrail (a failover budget, an unconfirmed recovery) kept back.
-HOOK_STATUSES = ("delivered", "failed", "skipped_cooldown", "dry_run", "held")
+#: States of a hook action in ``hook_calls.status``. ``pending`` waits for delivery;
+#: ``delivered`` and ``dead`` (attempts used up) are final; ``dry_run``,
+#: ``skipped_cooldown`` and ``held`` were decided but are never sent (``held``: a
+#: guardrail such as a failover budget or an unconfirmed recovery kept it back).
+#: ``failed`` is what stores written before the outbox recorded for a failed single
+#: attempt.
+HOOK_STATUSES = (
+    "pending",
+    "delivered",
+    "dead",
+    "dry_run",
+    "skipped_cooldown",
+    "held",
+    "failed",
+)
 
 #: Rows per ``executemany`` call; bounds the memory held by one batch of parameters.
 INSERT_BATCH_ROWS = 5000
 
 _SQLITE_BUSY_TIMEOUT_MS = 30_000
+
+#: Candidates beyond the limit a SQLite claim reads, in case other workers win some.
+_SQLITE_EXTRA_CANDIDATES = 8
 
 
 class UTCDateTime(sa.types.TypeDecorator[dt.datetime]):
@@ -131,8 +152,37 @@ hook_calls_table = sa.Table(
     sa.Column("attempt_detail", sa.Text, nullable=True),
     sa.Column("payload", sa.Text, nullable=False),
     sa.Column("idempotency_key", sa.String(512), nullable=False),
+    # Outbox columns, added after the first release (old stores gain them on open).
+    sa.Column("attempts", sa.Integer, nullable=False, default=0, server_default="0"),
+    sa.Column("next_attempt_at", UTCDateTime(), nullable=True),
+    sa.Column("last_error", sa.Text, nullable=True),
+    sa.Column("lease_owner", sa.String(255), nullable=True),
+    sa.Column("lease_expires_at", UTCDateTime(), nullable=True),
+    sa.Column("delivered_at", UTCDateTime(), nullable=True),
     sa.UniqueConstraint("hook", "idempotency_key", name="uq_hook_calls_hook_key"),
     sa.Index("ix_hook_calls_hook_component", "hook", "component", "scored_at"),
+    sa.Index("ix_hook_calls_status_due", "status", "next_attempt_at"),
+)
+
+#: Columns of ``hook_calls`` added with the outbox, with their SQL types for ALTER TABLE.
+_OUTBOX_COLUMNS = {
+    "attempts": "INTEGER NOT NULL DEFAULT 0",
+    "next_attempt_at": "TIMESTAMP",
+    "last_error": "TEXT",
+    "lease_owner": "VARCHAR(255)",
+    "lease_expires_at": "TIMESTAMP",
+    "delivered_at": "TIMESTAMP",
+}
+
+#: Circuit-breaker state per hook target, shared by every delivery worker on the store.
+hook_breakers_table = sa.Table(
+    "hook_breakers",
+    metadata,
+    sa.Column("target", sa.String(512), primary_key=True),
+    sa.Column("state", sa.String(16), nullable=False),
+    sa.Column("consecutive_failures", sa.Integer, nullable=False),
+    sa.Column("opened_at", UTCDateTime(), nullable=True),
+    sa.Column("updated_at", UTCDateTime(), nullable=False),
 )
 
 SCORE_COLUMNS = tuple(column.name for column in scores_table.columns)
@@ -157,8 +207,8 @@ _SCORE_DEFAULTS: dict[str, Any] = {
 
 
 @dataclass(frozen=True)
-class HookCallRecord:
-    """One row of ``hook_calls``: a hook call for a level entry and its outcome.
+class HookAction:
+    """One row of ``hook_calls``: the decision to call a hook for a level entry, and its state.
 
     Attributes
     ----------
@@ -173,15 +223,25 @@ class HookCallRecord:
     scored_at : pandas.Timestamp
         Scoring time of the level entry (tz-aware UTC).
     called_at : pandas.Timestamp
-        Wall-clock time of the call (tz-aware UTC).
+        Wall-clock time of the decision, then of the latest attempt (tz-aware UTC).
     status : str
         One of ``delivered``, ``failed``, ``skipped_cooldown``, ``dry_run``, ``held``.
+        One of :data:`HOOK_STATUSES`.
     attempt_detail : str
-        HTTP status, exit code or error of the attempt, or why it was skipped.
+        HTTP status, exit code or error of the latest attempt, or why it was not sent.
     payload : dict
-        The JSON payload that was sent, or would have been sent.
+        The JSON payload to send.
     idempotency_key : str
-        Key that makes a second call for the same level entry and hook a no-op.
+        Key of the level entry; unique per hook, and sent with every attempt so a
+        receiver can drop repeats.
+    attempts : int, default=0
+        Delivery attempts started so far.
+    next_attempt_at : pandas.Timestamp or None, default=None
+        When a pending action is next due; None means at once.
+    last_error : str or None, default=None
+        Error of the latest failed attempt.
+    id : int or None, default=None
+        Row id, set on actions read from the store.
     """
 
     hook: str
@@ -194,6 +254,14 @@ class HookCallRecord:
     attempt_detail: str
     payload: Mapping[str, Any]
     idempotency_key: str
+    attempts: int = 0
+    next_attempt_at: pd.Timestamp | None = None
+    last_error: str | None = None
+    id: int | None = None
+
+
+#: The name of :class:`HookAction` before hook calls went through the outbox.
+HookCallRecord = HookAction
 
 
 def _json_default(value: Any) -> Any:
@@ -235,7 +303,9 @@ def _to_utc(value: Any, name: str) -> pd.Timestamp:
             f"{name}: expected a tz-aware timestamp, got naive {value!r}. "
             "Pass a UTC time such as pandas.Timestamp('2024-01-01', tz='UTC')"
         )
-    return stamp.tz_convert("UTC")
+    # The database keeps microseconds; dropping the nanoseconds here avoids pandas'
+    # warning about discarding them on conversion.
+    return stamp.tz_convert("UTC").floor("us")
 
 
 def _optional_float(value: Any, column: str, row: int) -> float | None:
@@ -468,6 +538,7 @@ class RiskStore:
         metadata.create_all(self.engine)
         _add_raw_risk_column(self.engine)
         _add_model_role_column(self.engine)
+        _add_outbox_columns(self.engine)
         logger.debug("risk store opened at %s", parsed.render_as_string(hide_password=True))
 
     def _insert(self, table: sa.Table) -> Any:
@@ -515,14 +586,9 @@ class RiskStore:
             return 0
         rows = _score_rows(records, pd.Timestamp.now(tz="UTC"))
 
-        # RETURNING counts the inserted rows on every dialect, because the driver's
-        # rowcount after an executemany is not reliable everywhere.
         table = shadow_scores_table if shadow else scores_table
-        statement = self._insert(table).returning(table.c.id)
-        inserted = 0
         with self.engine.begin() as connection:
-            for batch in _batches(rows, INSERT_BATCH_ROWS):
-                inserted += len(connection.execute(statement, list(batch)).all())
+            inserted = self._insert_rows(connection, table, rows)
         logger.debug(
             "risk store: wrote %d of %d scores (%d already stored)",
             inserted,
@@ -530,6 +596,76 @@ class RiskStore:
             len(rows) - inserted,
         )
         return inserted
+
+    def _insert_rows(
+        self, connection: sa.Connection, table: sa.Table, rows: Sequence[dict[str, Any]]
+    ) -> int:
+        # RETURNING counts the inserted rows on every dialect, because the driver's
+        # rowcount after an executemany is not reliable everywhere.
+        statement = self._insert(table).returning(table.c.id)
+        inserted = 0
+        for batch in _batches(rows, INSERT_BATCH_ROWS):
+            inserted += len(connection.execute(statement, list(batch)).all())
+        return inserted
+
+    def write_scores_and_actions(
+        self, records: pd.DataFrame, actions: Sequence[HookAction]
+    ) -> tuple[int, int]:
+        """Insert scores and the hook actions they caused in one transaction.
+
+        Either both are stored or neither is, so a crash between publishing a score and
+        recording its hook action cannot lose the action: a re-run that finds the scores
+        stored also finds the actions.
+
+        Parameters
+        ----------
+        records : pandas.DataFrame
+            Scores, as for :meth:`write_scores`.
+        actions : sequence of HookAction
+            Hook actions decided for these scores. Rows whose (hook, idempotency_key)
+            exist are skipped.
+
+        Returns
+        -------
+        tuple of int
+            Scores inserted and actions inserted.
+
+        Raises
+        ------
+        ValueError
+            As :meth:`write_scores`, or if an action has an unknown status or a naive time.
+        """
+        now = pd.Timestamp.now(tz="UTC")
+        score_rows = _score_rows(records, now) if len(records) else []
+        action_rows = [_action_row(action, now) for action in actions]
+        with self.engine.begin() as connection:
+            scores = self._insert_rows(connection, scores_table, score_rows)
+            queued = self._insert_rows(connection, hook_calls_table, action_rows)
+        logger.debug(
+            "risk store: wrote %d of %d scores and %d of %d hook actions in one transaction",
+            scores,
+            len(score_rows),
+            queued,
+            len(action_rows),
+        )
+        return scores, queued
+
+    def enqueue_actions(self, actions: Sequence[HookAction]) -> list[int]:
+        """Insert hook actions, skipping those whose (hook, idempotency_key) exist.
+
+        Returns
+        -------
+        list of int
+            Row ids of the inserted actions, ascending.
+        """
+        now = pd.Timestamp.now(tz="UTC")
+        rows = [_action_row(action, now) for action in actions]
+        if not rows:
+            return []
+        statement = self._insert(hook_calls_table).returning(hook_calls_table.c.id)
+        with self.engine.begin() as connection:
+            ids = [row[0] for row in connection.execute(statement, rows).all()]
+        return sorted(ids)
 
     def latest_scores(self) -> pd.DataFrame:
         """Return the latest score of each component, ordered by component."""
@@ -616,8 +752,8 @@ class RiskStore:
             rows = connection.execute(query).mappings().all()
         return _frame(rows, table, "drivers")
 
-    def record_hook_call(self, record: HookCallRecord) -> bool:
-        """Insert one hook-call record unless one with the same (hook, idempotency_key) exists.
+    def record_hook_call(self, record: HookAction) -> bool:
+        """Insert one hook action unless one with the same (hook, idempotency_key) exists.
 
         Returns
         -------
@@ -629,25 +765,7 @@ class RiskStore:
         ValueError
             If ``record.status`` is not a known status or a time is naive.
         """
-        if record.status not in HOOK_STATUSES:
-            raise ValueError(
-                f"hook call status: expected one of {list(HOOK_STATUSES)}, got {record.status!r}"
-            )
-        row = {
-            "hook": record.hook,
-            "component": record.component,
-            "level": record.level,
-            "previous_level": record.previous_level,
-            "scored_at": _to_utc(record.scored_at, "scored_at"),
-            "called_at": _to_utc(record.called_at, "called_at"),
-            "status": record.status,
-            "attempt_detail": record.attempt_detail,
-            "payload": dumps_json(dict(record.payload)),
-            "idempotency_key": record.idempotency_key,
-        }
-        with self.engine.begin() as connection:
-            result = connection.execute(self._insert(hook_calls_table), row)
-        return result.rowcount == 1
+        return len(self.enqueue_actions([record])) == 1
 
     def has_hook_call(self, hook: str, idempotency_key: str) -> bool:
         """Return whether a call of ``hook`` with ``idempotency_key`` is recorded."""
@@ -658,13 +776,21 @@ class RiskStore:
         with self.engine.connect() as connection:
             return connection.execute(query).first() is not None
 
-    def hook_calls(self, component: str | None = None, hook: str | None = None) -> pd.DataFrame:
-        """Return recorded hook calls ordered by scoring time and id.
+    def hook_calls(
+        self,
+        component: str | None = None,
+        hook: str | None = None,
+        *,
+        status: str | Sequence[str] | None = None,
+    ) -> pd.DataFrame:
+        """Return recorded hook actions ordered by scoring time and id.
 
         Parameters
         ----------
         component, hook : str or None, default=None
             Filters; None returns all.
+        status : str, sequence of str or None, default=None
+            Only actions in this status (or these statuses).
 
         Returns
         -------
@@ -677,6 +803,9 @@ class RiskStore:
             query = query.where(hook_calls_table.c.component == component)
         if hook is not None:
             query = query.where(hook_calls_table.c.hook == hook)
+        if status is not None:
+            selected = [status] if isinstance(status, str) else list(status)
+            query = query.where(hook_calls_table.c.status.in_(selected))
         query = query.order_by(hook_calls_table.c.scored_at, hook_calls_table.c.id)
         with self.engine.connect() as connection:
             rows = connection.execute(query).mappings().all()
@@ -722,6 +851,281 @@ class RiskStore:
         stamp = pd.Timestamp(value)
         return stamp.tz_localize("UTC") if stamp.tzinfo is None else stamp.tz_convert("UTC")
 
+    def hook_action(self, action_id: int) -> HookAction | None:
+        """Return the hook action with row id ``action_id``, or None."""
+        query = sa.select(hook_calls_table).where(hook_calls_table.c.id == int(action_id))
+        with self.engine.connect() as connection:
+            row = connection.execute(query).mappings().first()
+        return None if row is None else _action_from_row(row)
+
+    def claim_hook_actions(
+        self,
+        *,
+        worker_id: str,
+        now: Any,
+        lease_seconds: float,
+        limit: int,
+        ids: Sequence[int] | None = None,
+    ) -> list[HookAction]:
+        """Claim up to ``limit`` due pending actions for ``worker_id`` with a lease.
+
+        An action is due when it is ``pending``, its ``next_attempt_at`` is at or before
+        ``now`` and it has no unexpired lease. Claiming sets the lease and counts one
+        attempt. Two workers never claim the same action while a lease runs: PostgreSQL
+        locks the chosen rows with ``SELECT ... FOR UPDATE SKIP LOCKED``; SQLite claims each
+        row with a conditional ``UPDATE ... WHERE status = 'pending' AND <no lease>``,
+        which only one writer can win.
+
+        Parameters
+        ----------
+        worker_id : str
+            Name of the claiming worker, stored as the lease owner.
+        now : datetime-like
+            Current tz-aware time.
+        lease_seconds : float
+            How long the claim lasts. A worker killed while it holds the lease leaves the
+            action pending, and it becomes due again when the lease expires.
+        limit : int
+            Maximum number of actions to claim.
+        ids : sequence of int or None, default=None
+            Only claim these actions.
+
+        Returns
+        -------
+        list of HookAction
+            The claimed actions, oldest due first, with ``attempts`` counting this one.
+        """
+        now = _to_utc(now, "now")
+        expires = now + pd.Timedelta(seconds=lease_seconds)
+        table = hook_calls_table
+        due = sa.and_(
+            table.c.status == "pending",
+            sa.or_(table.c.next_attempt_at.is_(None), table.c.next_attempt_at <= now),
+            sa.or_(table.c.lease_expires_at.is_(None), table.c.lease_expires_at <= now),
+        )
+        if ids is not None:
+            due = sa.and_(due, table.c.id.in_([int(i) for i in ids]))
+        candidates = (
+            sa.select(table.c.id)
+            .where(due)
+            .order_by(table.c.next_attempt_at, table.c.id)
+            .limit(limit)
+        )
+        claim = {
+            "lease_owner": worker_id,
+            "lease_expires_at": expires,
+            "attempts": table.c.attempts + 1,
+            "called_at": now,
+        }
+        claimed: list[int] = []
+        if self._dialect == "postgresql":
+            with self.engine.begin() as connection:
+                chosen = (
+                    connection.execute(candidates.with_for_update(skip_locked=True))
+                    .scalars()
+                    .all()
+                )
+                if chosen:
+                    connection.execute(
+                        sa.update(table).where(table.c.id.in_(chosen)).values(**claim)
+                    )
+                    claimed = list(chosen)
+        else:
+            # Another worker may win a candidate between the read and the conditional
+            # update; the loser reads again past the candidates it already tried.
+            tried: set[int] = set()
+            while len(claimed) < limit:
+                batch_size = limit - len(claimed) + _SQLITE_EXTRA_CANDIDATES
+                query = (
+                    sa.select(table.c.id)
+                    .where(due, table.c.id.not_in(tried) if tried else sa.true())
+                    .order_by(table.c.next_attempt_at, table.c.id)
+                    .limit(batch_size)
+                )
+                with self.engine.connect() as connection:
+                    chosen = connection.execute(query).scalars().all()
+                if not chosen:
+                    break
+                for action_id in chosen:
+                    tried.add(action_id)
+                    with self.engine.begin() as connection:
+                        result = connection.execute(
+                            sa.update(table).where(table.c.id == action_id, due).values(**claim)
+                        )
+                    if result.rowcount == 1:
+                        claimed.append(action_id)
+                        if len(claimed) == limit:
+                            break
+        if not claimed:
+            return []
+        query = (
+            sa.select(table)
+            .where(table.c.id.in_(claimed))
+            .order_by(table.c.next_attempt_at, table.c.id)
+        )
+        with self.engine.connect() as connection:
+            rows = connection.execute(query).mappings().all()
+        return [_action_from_row(row) for row in rows]
+
+    def finish_hook_attempt(
+        self,
+        action_id: int,
+        worker_id: str,
+        *,
+        status: str,
+        detail: str,
+        now: Any,
+        next_attempt_at: Any = None,
+        refund_attempt: bool = False,
+    ) -> bool:
+        """Record the outcome of an attempt on an action that ``worker_id`` has claimed.
+
+        Parameters
+        ----------
+        action_id : int
+            Row id of the action.
+        worker_id : str
+            The worker that claimed it; nothing changes when another worker holds the lease.
+        status : {"delivered", "pending", "dead"}
+            New status: delivered, due again at ``next_attempt_at``, or dead-lettered.
+        detail : str
+            HTTP status, exit code or error of the attempt.
+        now : datetime-like
+            Time of the outcome (tz-aware).
+        next_attempt_at : datetime-like or None, default=None
+            When a ``pending`` action is next due; required for ``pending``.
+        refund_attempt : bool, default=False
+            Do not count the claim as an attempt, because nothing was sent (an open
+            circuit breaker).
+
+        Returns
+        -------
+        bool
+            Whether the row was updated; False when the lease was lost to another worker.
+        """
+        if status not in ("delivered", "pending", "dead"):
+            raise ValueError(
+                f"attempt status: expected 'delivered', 'pending' or 'dead', got {status!r}"
+            )
+        now = _to_utc(now, "now")
+        values: dict[str, Any] = {
+            "status": status,
+            "attempt_detail": detail,
+            "lease_owner": None,
+            "lease_expires_at": None,
+            "called_at": now,
+        }
+        if status == "delivered":
+            values["delivered_at"] = now
+            values["next_attempt_at"] = None
+        else:
+            values["last_error"] = detail
+        if status == "pending":
+            if next_attempt_at is None:
+                raise ValueError("next_attempt_at: required when the action stays pending")
+            values["next_attempt_at"] = _to_utc(next_attempt_at, "next_attempt_at")
+        if refund_attempt:
+            values["attempts"] = hook_calls_table.c.attempts - 1
+        statement = (
+            sa.update(hook_calls_table)
+            .where(
+                hook_calls_table.c.id == int(action_id),
+                hook_calls_table.c.lease_owner == worker_id,
+                hook_calls_table.c.status == "pending",
+            )
+            .values(**values)
+        )
+        with self.engine.begin() as connection:
+            return connection.execute(statement).rowcount == 1
+
+    def requeue_hook_action(self, action_id: int, *, now: Any, statuses: Sequence[str]) -> bool:
+        """Make an action in one of ``statuses`` pending and due at ``now``, attempts reset.
+
+        Returns
+        -------
+        bool
+            Whether the action existed in one of ``statuses`` and was requeued.
+        """
+        statement = (
+            sa.update(hook_calls_table)
+            .where(
+                hook_calls_table.c.id == int(action_id),
+                hook_calls_table.c.status.in_(list(statuses)),
+            )
+            .values(
+                status="pending",
+                attempts=0,
+                next_attempt_at=_to_utc(now, "now"),
+                lease_owner=None,
+                lease_expires_at=None,
+            )
+        )
+        with self.engine.begin() as connection:
+            return connection.execute(statement).rowcount == 1
+
+    def breaker(self, target: str) -> dict[str, Any] | None:
+        """Return the stored circuit-breaker row of ``target`` as a dict, or None."""
+        query = sa.select(hook_breakers_table).where(hook_breakers_table.c.target == target)
+        with self.engine.connect() as connection:
+            row = connection.execute(query).mappings().first()
+        return None if row is None else dict(row)
+
+    def breakers(self) -> list[dict[str, Any]]:
+        """Return every stored circuit-breaker row, ordered by target."""
+        query = sa.select(hook_breakers_table).order_by(hook_breakers_table.c.target)
+        with self.engine.connect() as connection:
+            return [dict(row) for row in connection.execute(query).mappings().all()]
+
+    def record_breaker_result(
+        self, target: str, *, ok: bool, now: Any, threshold: int
+    ) -> dict[str, Any]:
+        """Count a success or failure for ``target`` and return its updated breaker row.
+
+        A success closes the breaker and resets the count. A failure adds one to the
+        consecutive failures; at ``threshold`` or more the breaker is (re)opened at ``now``.
+        The count is incremented in SQL, so concurrent workers do not lose failures.
+        """
+        now = _to_utc(now, "now")
+        table = hook_breakers_table
+        with self.engine.begin() as connection:
+            connection.execute(
+                self._insert(table),
+                {
+                    "target": target,
+                    "state": "closed",
+                    "consecutive_failures": 0,
+                    "opened_at": None,
+                    "updated_at": now,
+                },
+            )
+            if ok:
+                values: dict[str, Any] = {
+                    "state": "closed",
+                    "consecutive_failures": 0,
+                    "opened_at": None,
+                    "updated_at": now,
+                }
+                connection.execute(
+                    sa.update(table).where(table.c.target == target).values(**values)
+                )
+            else:
+                connection.execute(
+                    sa.update(table)
+                    .where(table.c.target == target)
+                    .values(consecutive_failures=table.c.consecutive_failures + 1, updated_at=now)
+                )
+                connection.execute(
+                    sa.update(table)
+                    .where(table.c.target == target, table.c.consecutive_failures >= threshold)
+                    .values(state="open", opened_at=now)
+                )
+            row = (
+                connection.execute(sa.select(table).where(table.c.target == target))
+                .mappings()
+                .one()
+            )
+        return dict(row)
+
     def close(self) -> None:
         """Release the database connections."""
         self.engine.dispose()
@@ -750,6 +1154,74 @@ def _add_model_role_column(engine: Engine) -> None:
     with engine.begin() as connection:
         connection.execute(sa.text("ALTER TABLE scores ADD COLUMN model_role VARCHAR(32)"))
     logger.info("risk store: added column scores.model_role")
+
+
+def _add_outbox_columns(engine: Engine) -> None:
+    """Add the outbox columns to a ``hook_calls`` table created before they existed."""
+    columns = {column["name"] for column in sa.inspect(engine).get_columns("hook_calls")}
+    missing = [name for name in _OUTBOX_COLUMNS if name not in columns]
+    if not missing:
+        return
+    with engine.begin() as connection:
+        for name in missing:
+            connection.execute(
+                sa.text(f"ALTER TABLE hook_calls ADD COLUMN {name} {_OUTBOX_COLUMNS[name]}")
+            )
+    logger.info("risk store: added outbox columns %s to hook_calls", ", ".join(missing))
+
+
+def _action_row(action: HookAction, now: pd.Timestamp) -> dict[str, Any]:
+    """Validate a hook action and convert it to insert parameters."""
+    if action.status not in HOOK_STATUSES:
+        raise ValueError(
+            f"hook call status: expected one of {list(HOOK_STATUSES)}, got {action.status!r}"
+        )
+    next_attempt = action.next_attempt_at
+    if next_attempt is None and action.status == "pending":
+        next_attempt = now
+    return {
+        "hook": action.hook,
+        "component": action.component,
+        "level": action.level,
+        "previous_level": action.previous_level,
+        "scored_at": _to_utc(action.scored_at, "scored_at"),
+        "called_at": _to_utc(action.called_at, "called_at"),
+        "status": action.status,
+        "attempt_detail": action.attempt_detail,
+        "payload": dumps_json(dict(action.payload)),
+        "idempotency_key": action.idempotency_key,
+        "attempts": int(action.attempts),
+        "next_attempt_at": None
+        if next_attempt is None
+        else _to_utc(next_attempt, "next_attempt_at"),
+        "last_error": action.last_error,
+    }
+
+
+def _optional_stamp(value: Any) -> pd.Timestamp | None:
+    if value is None:
+        return None
+    stamp = pd.Timestamp(value)
+    return stamp.tz_localize("UTC") if stamp.tzinfo is None else stamp.tz_convert("UTC")
+
+
+def _action_from_row(row: sa.RowMapping) -> HookAction:
+    return HookAction(
+        hook=row["hook"],
+        component=row["component"],
+        level=row["level"],
+        previous_level=row["previous_level"],
+        scored_at=_optional_stamp(row["scored_at"]),
+        called_at=_optional_stamp(row["called_at"]),
+        status=row["status"],
+        attempt_detail=row["attempt_detail"] or "",
+        payload=json.loads(row["payload"]),
+        idempotency_key=row["idempotency_key"],
+        attempts=int(row["attempts"] or 0),
+        next_attempt_at=_optional_stamp(row["next_attempt_at"]),
+        last_error=row["last_error"],
+        id=int(row["id"]),
+    )
 
 
 def _configure_sqlite(dbapi_connection: Any, _record: Any) -> None:

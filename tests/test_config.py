@@ -81,3 +81,38 @@ def test_invalid_settings_name_the_key(tmp_path, text, environ, match):
 def test_missing_config_file_is_named(tmp_path):
     with pytest.raises(ConfigError, match=r"nowhere\.toml: configuration file not found"):
         load_settings(tmp_path / "nowhere.toml", environ={})
+
+
+@pytest.mark.parametrize(
+    ("line", "message"),
+    [
+        ("max_attempts = 0", r"hooks\[0\].max_attempts: expected an integer >= 1, got 0"),
+        ("breaker_failures = 1.5", r"hooks\[0\].breaker_failures: expected an integer"),
+        ("backoff_seconds = -1", r"hooks\[0\].backoff_seconds: expected a number >= 0, got -1"),
+        (
+            "backoff_max_seconds = 1\nbackoff_seconds = 5",
+            r"hooks\[0\].backoff_max_seconds: expected >= backoff_seconds",
+        ),
+        ('secret_env = " "', r"hooks\[0\].secret_env: expected the name of an environment"),
+    ],
+)
+def test_hook_delivery_keys_rejected(tmp_path, line, message):
+    path = tmp_path / "predictor.toml"
+    path.write_text(f'[[hooks]]\nname = "h"\ntype = "webhook"\nurl = "http://x"\n{line}\n')
+
+    with pytest.raises(ConfigError, match=message):
+        load_settings(path, environ={"PREDICTOR_HOME": str(tmp_path)})
+
+
+def test_hook_delivery_keys_read(tmp_path):
+    path = tmp_path / "predictor.toml"
+    path.write_text(
+        '[[hooks]]\nname = "h"\ntype = "webhook"\nurl = "http://x"\n'
+        'secret_env = "H_SECRET"\nmax_attempts = 8\nbackoff_seconds = 2\n'
+        "breaker_failures = 3\nbreaker_cooldown_seconds = 30\n"
+    )
+
+    [hook] = load_settings(path, environ={"PREDICTOR_HOME": str(tmp_path)}).hooks
+
+    assert (hook.secret_env, hook.max_attempts, hook.backoff_seconds) == ("H_SECRET", 8, 2)
+    assert (hook.breaker_failures, hook.breaker_cooldown_seconds) == (3, 30)

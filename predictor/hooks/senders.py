@@ -20,12 +20,14 @@ Other text in braces is passed unchanged. The command runs with ``shell=False``,
 
 from __future__ import annotations
 
+import email.utils
 import http.client
 import json
 import logging
 import os
 import subprocess
 import sys
+import time
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -35,6 +37,7 @@ from pathlib import Path
 from typing import Any
 
 from predictor.config import HookConfig
+from predictor.hooks.signing import IDEMPOTENCY_HEADER, SIGNATURE_HEADER, TIMESTAMP_HEADER, sign
 
 logger = logging.getLogger(__name__)
 
@@ -52,10 +55,18 @@ class SendResult:
         True when the receiver accepted the payload (HTTP 2xx, exit code 0).
     detail : str
         HTTP status, exit code or the error, for the hook-call record.
+    retry_after : float or None, default=None
+        Seconds the receiver asked to wait before the next attempt (HTTP 429 or 503 with
+        a ``Retry-After`` header), or None.
+    retryable : bool, default=True
+        False when repeating the call cannot help: an HTTP 4xx other than 408, 425 and
+        429, an invalid URL or a missing signing secret.
     """
 
     ok: bool
     detail: str
+    retry_after: float | None = None
+    retryable: bool = True
 
 
 def _clip(text: str) -> str:
@@ -79,13 +90,41 @@ class _NoRedirect(urllib.request.HTTPRedirectHandler):
 _OPENER = urllib.request.build_opener(_NoRedirect)
 
 
+def _retry_after(value: str | None, now: float) -> float | None:
+    """Return the seconds to wait from a ``Retry-After`` header (seconds or an HTTP date)."""
+    if not value:
+        return None
+    text = value.strip()
+    try:
+        seconds = float(text)
+    except ValueError:
+        try:
+            when = email.utils.parsedate_to_datetime(text)
+        except (TypeError, ValueError):
+            return None
+        seconds = when.timestamp() - now
+    return max(0.0, seconds) if seconds == seconds else None
+
+
+def _signature_headers(hook: HookConfig, body: bytes) -> dict[str, str]:
+    """Return the signature headers, or raise KeyError naming the missing secret variable."""
+    if not hook.secret_env:
+        return {}
+    secret = os.environ.get(hook.secret_env)
+    if not secret:
+        raise KeyError(hook.secret_env)
+    timestamp = int(time.time())
+    return {TIMESTAMP_HEADER: str(timestamp), SIGNATURE_HEADER: sign(secret, timestamp, body)}
+
+
 def send_webhook(hook: HookConfig, payload: Mapping[str, Any]) -> SendResult:
     """POST ``payload`` as JSON to ``hook.url``.
 
     Parameters
     ----------
     hook : HookConfig
-        A ``webhook`` hook: its ``url``, ``headers`` and ``timeout_seconds`` are used.
+        A ``webhook`` hook: its ``url``, ``headers``, ``timeout_seconds`` and
+        ``secret_env`` are used.
     payload : mapping
         JSON-serialisable payload; its ``idempotency_key``, when present, is also sent in
         the ``Idempotency-Key`` header so the receiver can drop repeats.
@@ -94,36 +133,58 @@ def send_webhook(hook: HookConfig, payload: Mapping[str, Any]) -> SendResult:
     -------
     SendResult
         ``ok`` is True only for a 2xx response. A 3xx response counts as a failure,
-        because the redirect is not followed.
+        because the redirect is not followed. A 429 or 503 response with a
+        ``Retry-After`` header sets ``retry_after``.
 
     Notes
     -----
     The request honours the standard ``http_proxy``, ``https_proxy`` and ``no_proxy``
     environment variables, as ``urllib`` does. Header values are never logged.
+
+    With ``secret_env`` set, the body is signed with HMAC-SHA256 (see
+    :mod:`predictor.hooks.signing`); an unset or empty variable fails the attempt
+    without sending. ``timeout_seconds`` bounds the connection and each read.
     """
     url = hook.url or ""
     scheme = urllib.parse.urlsplit(url).scheme
     if scheme not in ("http", "https"):
-        return SendResult(False, f"invalid url {url!r}: expected an http:// or https:// address")
+        return SendResult(
+            False, f"invalid url {url!r}: expected an http:// or https:// address", retryable=False
+        )
 
+    body = _encode(payload)
     headers = {"Content-Type": "application/json", **dict(hook.headers)}
     key = payload.get("idempotency_key")
     if key is not None:
-        headers["Idempotency-Key"] = str(key)
-    request = urllib.request.Request(url, data=_encode(payload), headers=headers, method="POST")
+        headers[IDEMPOTENCY_HEADER] = str(key)
+    try:
+        headers.update(_signature_headers(hook, body))
+    except KeyError:
+        return SendResult(
+            False,
+            f"signing secret: environment variable {hook.secret_env!r} (secret_env) is "
+            "unset or empty; nothing sent",
+            retryable=False,
+        )
+    request = urllib.request.Request(url, data=body, headers=headers, method="POST")
 
     try:
         with _OPENER.open(request, timeout=hook.timeout_seconds) as response:
             status = response.status
             response.read(DETAIL_MAX_CHARS)
     except urllib.error.HTTPError as error:
-        body = error.read(DETAIL_MAX_CHARS).decode("utf-8", "replace")
+        error_body = error.read(DETAIL_MAX_CHARS).decode("utf-8", "replace")
         error.close()
         detail = f"HTTP {error.code} {error.reason}"
         location = error.headers.get("Location") if error.headers else None
         if location:
             detail += f", redirect to {location!r} not followed; set the hook url to it"
-        return SendResult(False, _clip(f"{detail}: {body}" if body.strip() else detail))
+        wait = None
+        if error.code in (429, 503) and error.headers:
+            wait = _retry_after(error.headers.get("Retry-After"), time.time())
+        text = _clip(f"{detail}: {error_body}" if error_body.strip() else detail)
+        permanent = 400 <= error.code < 500 and error.code not in (408, 425, 429)
+        return SendResult(False, text, wait, retryable=not permanent)
     except TimeoutError:
         return SendResult(False, f"timed out after {hook.timeout_seconds:g} s")
     except urllib.error.URLError as error:
@@ -158,13 +219,15 @@ def _hook_environment(
     risk = payload.get("risk")
     environment = dict(os.environ)
     environment.update(env_extra or {})
-    environment.update({
-        "PREDICTOR_HOOK_COMPONENT": str(payload.get("component", "")),
-        "PREDICTOR_HOOK_LEVEL": str(payload.get("level", "")),
-        "PREDICTOR_HOOK_PREVIOUS_LEVEL": str(payload.get("previous_level") or ""),
-        "PREDICTOR_HOOK_RISK": "" if risk is None else repr(float(risk)),
-        "PREDICTOR_HOOK_PAYLOAD": _encode(payload).decode("utf-8"),
-    })
+    environment.update(
+        {
+            "PREDICTOR_HOOK_COMPONENT": str(payload.get("component", "")),
+            "PREDICTOR_HOOK_LEVEL": str(payload.get("level", "")),
+            "PREDICTOR_HOOK_PREVIOUS_LEVEL": str(payload.get("previous_level") or ""),
+            "PREDICTOR_HOOK_RISK": "" if risk is None else repr(float(risk)),
+            "PREDICTOR_HOOK_PAYLOAD": _encode(payload).decode("utf-8"),
+        }
+    )
     return environment
 
 

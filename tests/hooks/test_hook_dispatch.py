@@ -4,7 +4,6 @@ import json
 import logging
 
 import pandas as pd
-import pytest
 
 from predictor.config import HookConfig
 from predictor.hooks import HookEvent, dispatch_hooks, level_entries
@@ -61,7 +60,9 @@ def test_webhook_called_once_per_critical_entry(http_receiver, store, tmp_path, 
     stored = store.hook_calls(hook="pager", component="gpu-1")
     assert stored["status"].tolist() == ["delivered", "skipped_cooldown", "delivered"]
     assert stored["scored_at"].tolist() == [
-        t0, t0 + pd.Timedelta(minutes=20), t0 + pd.Timedelta(minutes=90)
+        t0,
+        t0 + pd.Timedelta(minutes=20),
+        t0 + pd.Timedelta(minutes=90),
     ]
     assert "within the 60 min cooldown" in stored["attempt_detail"].iloc[1]
     assert stored["payload"].iloc[0] == _event(t0, 0).to_payload()
@@ -121,23 +122,26 @@ def test_events_handled_in_scoring_order(http_receiver, store, tmp_path, t0):
     assert records[0].scored_at == t0
 
 
-def test_failed_webhook_recorded(http_receiver, store, tmp_path, t0, caplog):
+def test_failed_webhook_stays_pending_with_retry(http_receiver, store, tmp_path, t0, caplog):
     http_receiver.status = 500
     hook = _webhook(http_receiver.url)
 
-    with caplog.at_level(logging.INFO, logger="predictor.hooks.dispatch"):
+    with caplog.at_level(logging.INFO, logger="predictor.hooks"):
         records = dispatch_hooks([_event(t0, 0), _event(t0, 20)], [hook], store, home=tmp_path)
 
     stored = store.hook_calls()
-    # A failed call does not start the cooldown, so the next entry is tried again.
-    assert stored["status"].tolist() == ["failed", "failed"]
-    assert stored["attempt_detail"].iloc[0].startswith("HTTP 500")
-    assert len(http_receiver.requests) == 2
-    assert [r.status for r in records] == ["failed", "failed"]
+    # The failed action stays queued for a retry, so it still starts the cooldown.
+    assert stored["status"].tolist() == ["pending", "skipped_cooldown"]
+    assert stored["attempts"].tolist() == [1, 0]
+    assert stored["last_error"].iloc[0].startswith("HTTP 500")
+    assert stored["next_attempt_at"].iloc[0] > stored["called_at"].iloc[0]
+    assert len(http_receiver.requests) == 1
+    assert [r.status for r in records] == ["pending", "skipped_cooldown"]
     warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
-    assert len(warnings) == 2
+    assert len(warnings) == 1
     assert "pager" in warnings[0].getMessage()
     assert "gpu-1" in warnings[0].getMessage()
+    assert "attempt 1 of 5 failed: HTTP 500" in warnings[0].getMessage()
 
 
 def test_hook_fires_only_for_its_levels(http_receiver, store, tmp_path, t0):
@@ -171,14 +175,13 @@ def test_command_hook_through_dispatch(store, tmp_path, t0):
     assert store.hook_calls(hook="failover")["attempt_detail"].tolist() == ["exit code 0"]
 
 
-def test_missing_executable_recorded_failed(store, tmp_path, t0):
+def test_missing_executable_retried_later(store, tmp_path, t0):
     hook = HookConfig(name="failover", type="command", argv=(str(tmp_path / "missing-tool"),))
 
     records = dispatch_hooks([_event(t0, 0)], [hook], store, home=tmp_path)
 
-    assert [r.status for r in records] == ["failed"]
+    assert [(r.status, r.attempts) for r in records] == [("pending", 1)]
     stored = store.hook_calls(hook="failover")
-    assert stored["status"].tolist() == ["failed"]
     assert stored["attempt_detail"].iloc[0].startswith("executable not found")
 
 
@@ -203,14 +206,16 @@ def test_dry_run_sends_nothing(http_receiver, store, tmp_path, t0):
 def test_level_entries_feed_dispatch(http_receiver, store, tmp_path, t0):
     times = [t0 + pd.Timedelta(minutes=5 * i) for i in range(6)]
     levels = ["normal", "high", "critical", "critical", "high", "critical"]
-    scores = pd.DataFrame({
-        "component": "gpu-1",
-        "scored_at": times,
-        "risk": [0.1, 0.75, 0.9, 0.92, 0.8, 0.95],
-        "level": levels,
-        "previous_level": [None, *levels[:-1]],
-        "model_version": "3",
-    })
+    scores = pd.DataFrame(
+        {
+            "component": "gpu-1",
+            "scored_at": times,
+            "risk": [0.1, 0.75, 0.9, 0.92, 0.8, 0.95],
+            "level": levels,
+            "previous_level": [None, *levels[:-1]],
+            "model_version": "3",
+        }
+    )
     hook = _webhook(http_receiver.url)
 
     records = dispatch_hooks(
@@ -222,8 +227,10 @@ def test_level_entries_feed_dispatch(http_receiver, store, tmp_path, t0):
     assert http_receiver.requests[0]["json"]["scored_at"] == times[2].isoformat()
 
 
-def test_unknown_hook_type_raises(store, tmp_path, t0):
+def test_unknown_hook_type_dead_lettered(store, tmp_path, t0):
     hook = HookConfig(name="pager", type="pigeon")
 
-    with pytest.raises(ValueError, match="expected type 'webhook' or 'command', got 'pigeon'"):
-        dispatch_hooks([_event(t0, 0)], [hook], store, home=tmp_path)
+    records = dispatch_hooks([_event(t0, 0)], [hook], store, home=tmp_path)
+
+    assert [r.status for r in records] == ["dead"]
+    assert "type 'pigeon' has no sender" in records[0].last_error

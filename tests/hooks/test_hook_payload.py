@@ -70,16 +70,18 @@ def test_payload_unknown_risk_is_null():
 
 def test_level_entries_only_changes_in_time_order():
     t0 = pd.Timestamp("2024-05-01 12:00", tz="UTC")
-    scores = pd.DataFrame({
-        "component": ["gpu-2", "gpu-1", "gpu-1", "gpu-1"],
-        "group_name": [None, "pool-a", "pool-a", "pool-a"],
-        "scored_at": [t0 + pd.Timedelta(minutes=10), t0, t0 + pd.Timedelta(minutes=5), t0],
-        "risk": [0.2, 0.9, 0.91, 0.9],
-        "level": ["normal", "critical", "critical", "critical"],
-        "previous_level": [None, "high", "critical", "high"],
-        "model_version": ["3", "3", "3", "3"],
-        "drivers": [[], [{"metric": "temp", "contribution": 1.0}], [], []],
-    })
+    scores = pd.DataFrame(
+        {
+            "component": ["gpu-2", "gpu-1", "gpu-1", "gpu-1"],
+            "group_name": [None, "pool-a", "pool-a", "pool-a"],
+            "scored_at": [t0 + pd.Timedelta(minutes=10), t0, t0 + pd.Timedelta(minutes=5), t0],
+            "risk": [0.2, 0.9, 0.91, 0.9],
+            "level": ["normal", "critical", "critical", "critical"],
+            "previous_level": [None, "high", "critical", "high"],
+            "model_version": ["3", "3", "3", "3"],
+            "drivers": [[], [{"metric": "temp", "contribution": 1.0}], [], []],
+        }
+    )
 
     events = level_entries(scores, horizon_minutes=60)
 
@@ -114,16 +116,18 @@ def test_payload_says_whether_risk_is_calibrated():
 
 def test_level_entries_carry_calibrated_flag():
     t0 = pd.Timestamp("2024-05-01 12:00", tz="UTC")
-    scores = pd.DataFrame({
-        "component": ["gpu-1"],
-        "scored_at": [t0],
-        "risk": [0.3],
-        "raw_risk": [0.9],
-        "level": ["critical"],
-        "previous_level": ["high"],
-        "model_version": ["3"],
-        "calibrated": [True],
-    })
+    scores = pd.DataFrame(
+        {
+            "component": ["gpu-1"],
+            "scored_at": [t0],
+            "risk": [0.3],
+            "raw_risk": [0.9],
+            "level": ["critical"],
+            "previous_level": ["high"],
+            "model_version": ["3"],
+            "calibrated": [True],
+        }
+    )
 
     (event,) = level_entries(scores, horizon_minutes=60)
 
