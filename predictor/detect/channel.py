@@ -8,9 +8,12 @@ few metrics of a many-metric component then scores high even when the other metr
 normal. A column that is heavy-tailed in training does not dominate, because its own
 tail discounts its large deviations.
 
-Every column is scored, not only the residual features: a metric that leaves its
-training range without a sudden jump shows in its ``value`` and ``std`` columns while its
-residual stays small. Missing cells score 0, like a value at the training median.
+The member scores the :data:`CHANNEL_FEATURES` columns. A metric that leaves its
+training range without a sudden jump shows in its ``value`` while its residual stays
+small. The trailing-window columns (``std``, ``diff``) are left out: they keep a past
+fault in view for a window length, so a row that is back at its training value would
+stay flagged. Without ``"<metric>:<feature>"`` column names every column is scored.
+Missing cells score 0, like a value at the training median.
 
 The fitted state is a :class:`~predictor.detect.RobustZScore` and one
 :class:`~predictor.detect._tail.TailProbability` per column, so a saved model holds no
@@ -24,9 +27,11 @@ import numpy as np
 from predictor.detect._tail import TailProbability
 
 # Column surprises averaged per row. The largest alone follows every noisy metric of a
-# many-metric component. In the offline evaluation, 3 scored higher than 2 on SMD and
-# ASD. 5 to 12 scored up to 0.012 AUC-PR higher on SMD and were not measured elsewhere.
+# many-metric component. In an offline evaluation that scored every feature column, 3
+# scored higher than 2 on SMD and ASD, and 5 to 12 up to 0.012 AUC-PR higher on SMD only.
 CHANNEL_TOP_K = 3
+# Feature columns (the part of a column name after the last ":") that the member scores.
+CHANNEL_FEATURES = ("value", "resid", "sresid")
 # Floor of each column's exponential tail scale, in robust standard deviations, used where
 # a column is constant or tied at the top of its training values.
 COLUMN_TAIL_MIN_SCALE = 1.0

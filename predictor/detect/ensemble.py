@@ -23,7 +23,7 @@ from predictor.detect.base import (
     robust_center_scale,
     scale_floor,
 )
-from predictor.detect.channel import channel_scores, fit_column_tails
+from predictor.detect.channel import CHANNEL_FEATURES, channel_scores, fit_column_tails
 from predictor.detect.scale import surprise_to_score
 from predictor.detect.statistical import RobustZScore
 from predictor.exceptions import DegenerateMemberWarning
@@ -72,8 +72,9 @@ class AnomalyEnsemble(DetectorTagsMixin, BaseEstimator):
         ``"copod"`` (empirical distribution), ``"knn"``, ``"lof"`` and ``"abod"``
         (proximity), ``"pca"`` (linear projection), ``"hbos"`` (histogram). Statistical:
         ``"robust_z"``, a :class:`~predictor.detect.RobustZScore` of the residual columns,
-        and ``"channel"``, the mean of the 3 largest per-column surprises, each column's
-        robust z-score under its own training tail (:mod:`predictor.detect.channel`).
+        and ``"channel"``, the mean of the 3 largest per-column surprises over the value
+        and residual columns, each column's robust z-score under its own training tail
+        (:mod:`predictor.detect.channel`).
     n_estimators : int, default=100
         Trees of the isolation forest.
     n_neighbors : int, default=5
@@ -106,9 +107,9 @@ class AnomalyEnsemble(DetectorTagsMixin, BaseEstimator):
     fused_tail_ : TailProbability
         The tail of the fused training surprise.
     channel_tails_ : list of TailProbability
-        With the ``"channel"`` member: one tail per column of its robust z-scores, fitted
-        on the training rows. The member itself (in ``members_``) is the
-        :class:`~predictor.detect.RobustZScore` of every column.
+        With the ``"channel"`` member: one tail per scored column of its robust z-scores,
+        fitted on the training rows. The member itself (in ``members_``) is the
+        :class:`~predictor.detect.RobustZScore` whose ``score_columns_`` it scores.
     zscore_ : RobustZScore
         The robust z-score detector fitted on the unscaled training rows; it provides the
         drivers even when ``"robust_z"`` is not a member.
@@ -406,9 +407,11 @@ class AnomalyEnsemble(DetectorTagsMixin, BaseEstimator):
             return self.zscore_, self.zscore_.score_samples(self._named(X)), None
         if name == CHANNEL:
             channel = RobustZScore(
-                residual_features=(), min_scale=MIN_SCALE, min_relative_scale=MIN_RELATIVE_SCALE
+                residual_features=CHANNEL_FEATURES,
+                min_scale=MIN_SCALE,
+                min_relative_scale=MIN_RELATIVE_SCALE,
             ).fit(self._named(X))
-            z = channel.column_z(self._named(X))
+            z = channel.column_z(self._named(X))[:, channel.score_columns_]
             self.channel_tails_ = fit_column_tails(z, self.tail_fraction)
             return channel, channel_scores(z, self.channel_tails_), None
 
@@ -450,7 +453,8 @@ class AnomalyEnsemble(DetectorTagsMixin, BaseEstimator):
                 scores = self.zscore_.score_samples(self._named(X))
             elif name == CHANNEL:
                 z = detector.column_z(self._named(X))  # type: ignore[attr-defined]
-                scores = channel_scores(z, self.channel_tails_)
+                scored = detector.score_columns_  # type: ignore[attr-defined]
+                scores = channel_scores(z[:, scored], self.channel_tails_)
             else:
                 with _numeric_warnings_ignored():
                     scores = detector.decision_function(X_scaled)  # type: ignore[attr-defined]

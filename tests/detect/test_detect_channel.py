@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 import skops.io as sio
 
-from predictor.detect import AnomalyEnsemble
+from predictor.detect import DEFAULT_MEMBERS, AnomalyEnsemble, DegenerateMemberWarning
 from predictor.detect.channel import channel_scores, column_surprise, fit_column_tails
 from predictor.lifecycle.serialization import TRUSTED_TYPES
 
@@ -93,6 +93,40 @@ def test_member_flags_shift_in_three_metrics_of_many(wide):
     assert list(model.members_) == ["channel"]
     assert len(model.channel_tails_) == N_COLUMNS
     assert surprise[150:].min() > surprise[:150].max()
+
+
+def test_member_ignores_trailing_window_columns():
+    rng = np.random.default_rng(8)
+    columns = ["m:value", "m:diff", "m:resid", "m:std"]
+    train = pd.DataFrame(rng.normal(size=(N_TRAIN, 4)), columns=columns)
+    # Back at the training level while the trailing std still holds a past fault.
+    after_fault = pd.DataFrame([[0.0, 0.0, 0.0, 50.0]], columns=columns)
+    during_fault = pd.DataFrame([[50.0, 0.0, 0.0, 0.0]], columns=columns)
+
+    model = AnomalyEnsemble(members=("channel",), random_state=0).fit(train)
+
+    assert model.members_["channel"].score_columns_.tolist() == [0, 2]
+    assert model.member_surprise(after_fault)["channel"].iloc[0] < 1.0
+    assert model.member_surprise(during_fault)["channel"].iloc[0] > 4.0
+
+
+def test_member_keeps_constant_training_repeats_normal(constant_training_case):
+    raw, features = constant_training_case
+    is_train = (raw["split"] == "train").to_numpy()
+    with pytest.warns(DegenerateMemberWarning):
+        model = AnomalyEnsemble(members=(*DEFAULT_MEMBERS, "channel"), random_state=0).fit(
+            features[is_train]
+        )
+    scoring = raw[~is_train].reset_index(drop=True)
+
+    scores = model.score_samples(features[~is_train])
+
+    repeats = ((scoring["cpu_util"] == 0.0) & (scoring["mem_mb"] == 512.0)).to_numpy()
+    large_move = (scoring["cpu_util"] == 35.0).to_numpy()
+    assert list(model.members_) == ["robust_z", "channel"]
+    assert repeats.sum() == 3
+    assert np.all(scores[repeats] == 0.0)
+    assert scores[large_move][0] > 0.99
 
 
 def test_member_scores_do_not_depend_on_the_batch(wide):
