@@ -448,7 +448,10 @@ def _require_choice(value: str | None, choices: tuple[str, ...], where: str) -> 
 
 
 def _validate_model(model: ModelConfig) -> None:
-    known_members = ("iforest", "ecod", "knn", "pca", "copod", "hbos", "lof", "abod", "robust_z")
+    known_members = (
+        *("iforest", "ecod", "knn", "pca", "copod", "hbos", "lof", "abod"),
+        *("robust_z", "channel"),
+    )
     for member in model.members:
         _require_choice(member, known_members, "model.members")
     if len(model.members) == 0:

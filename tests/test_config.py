@@ -42,6 +42,14 @@ def test_environment_overrides_file(tmp_path):
     assert settings.store_url == "postgresql://db/risk"
 
 
+def test_channel_member_is_accepted(tmp_path):
+    path = _config(tmp_path, '[model]\nmembers = ["knn", "channel"]\n')
+
+    settings = load_settings(path, environ={})
+
+    assert settings.model.members == ("knn", "channel")
+
+
 def test_relative_source_paths_resolve_against_config(tmp_path):
     path = _config(tmp_path, '[[sources]]\nname = "a"\nformat = "long"\npath = "in/a.csv"\n')
 

@@ -29,6 +29,7 @@ from sklearn.utils import check_array
 from sklearn.utils.validation import check_is_fitted
 
 ROBUST_Z = "robust_z"
+CHANNEL = "channel"
 # Explained variance ratio, relative to the largest, below which a PCA component is
 # treated as part of the null space of the training matrix (float64 rounding is ~1e-16).
 NULL_COMPONENT_RATIO = 1e-12
@@ -187,4 +188,4 @@ PYOD_MEMBERS: dict[str, MemberSpec] = {
     "hbos": MemberSpec(lambda n_estimators, n_neighbors, n_rows, seed: HBOS(), False),
 }
 
-MEMBER_NAMES: tuple[str, ...] = (*PYOD_MEMBERS, ROBUST_Z)
+MEMBER_NAMES: tuple[str, ...] = (*PYOD_MEMBERS, ROBUST_Z, CHANNEL)

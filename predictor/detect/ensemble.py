@@ -14,7 +14,7 @@ from sklearn.base import BaseEstimator
 from sklearn.utils import check_random_state
 from sklearn.utils.validation import check_is_fitted, validate_data
 
-from predictor.detect._members import MEMBER_NAMES, PYOD_MEMBERS, ROBUST_Z
+from predictor.detect._members import CHANNEL, MEMBER_NAMES, PYOD_MEMBERS, ROBUST_Z
 from predictor.detect._tail import TailProbability
 from predictor.detect.base import (
     DetectorTagsMixin,
@@ -23,6 +23,7 @@ from predictor.detect.base import (
     robust_center_scale,
     scale_floor,
 )
+from predictor.detect.channel import CHANNEL_FEATURES, channel_scores, fit_column_tails
 from predictor.detect.scale import surprise_to_score
 from predictor.detect.statistical import RobustZScore
 from predictor.exceptions import DegenerateMemberWarning
@@ -45,8 +46,10 @@ MIN_RELATIVE_SCALE = 1e-3
 MAX_ABS_SCALED = 1e6
 # Exponential tail scales used when training scores are constant or tied at the top:
 # 1 robust standard deviation for the z-score member, half a decade of surprise for the
-# fused score. PyOD members with constant training scores are dropped instead.
+# channel member (whose score is already a surprise) and for the fused score. PyOD members
+# with constant training scores are dropped instead.
 ROBUST_Z_TAIL_MIN_SCALE = 1.0
+CHANNEL_TAIL_MIN_SCALE = 0.5
 FUSED_TAIL_MIN_SCALE = 0.5
 PYOD_TAIL_MIN_SCALE = 1e-12
 # Robust z above which a metric is named as a driver.
@@ -68,7 +71,10 @@ class AnomalyEnsemble(DetectorTagsMixin, BaseEstimator):
         Detectors to combine. PyOD detectors: ``"iforest"`` (isolation), ``"ecod"`` and
         ``"copod"`` (empirical distribution), ``"knn"``, ``"lof"`` and ``"abod"``
         (proximity), ``"pca"`` (linear projection), ``"hbos"`` (histogram). Statistical:
-        ``"robust_z"``, a :class:`~predictor.detect.RobustZScore` of the residual columns.
+        ``"robust_z"``, a :class:`~predictor.detect.RobustZScore` of the residual columns,
+        and ``"channel"``, the mean of the 3 largest per-column surprises over the value
+        and residual columns, each column's robust z-score under its own training tail
+        (:mod:`predictor.detect.channel`).
     n_estimators : int, default=100
         Trees of the isolation forest.
     n_neighbors : int, default=5
@@ -100,6 +106,10 @@ class AnomalyEnsemble(DetectorTagsMixin, BaseEstimator):
         The ``fusion`` the ensemble was fitted with.
     fused_tail_ : TailProbability
         The tail of the fused training surprise.
+    channel_tails_ : list of TailProbability
+        With the ``"channel"`` member: one tail per scored column of its robust z-scores,
+        fitted on the training rows. The member itself (in ``members_``) is the
+        :class:`~predictor.detect.RobustZScore` whose ``score_columns_`` it scores.
     zscore_ : RobustZScore
         The robust z-score detector fitted on the unscaled training rows; it provides the
         drivers even when ``"robust_z"`` is not a member.
@@ -395,6 +405,15 @@ class AnomalyEnsemble(DetectorTagsMixin, BaseEstimator):
     ) -> tuple[object, np.ndarray, str | None]:
         if name == ROBUST_Z:
             return self.zscore_, self.zscore_.score_samples(self._named(X)), None
+        if name == CHANNEL:
+            channel = RobustZScore(
+                residual_features=CHANNEL_FEATURES,
+                min_scale=MIN_SCALE,
+                min_relative_scale=MIN_RELATIVE_SCALE,
+            ).fit(self._named(X))
+            z = channel.column_z(self._named(X))[:, channel.score_columns_]
+            self.channel_tails_ = fit_column_tails(z, self.tail_fraction)
+            return channel, channel_scores(z, self.channel_tails_), None
 
         spec = PYOD_MEMBERS[name]
         rows = fit_rows if spec.subsampled else np.arange(X.shape[0])
@@ -432,6 +451,10 @@ class AnomalyEnsemble(DetectorTagsMixin, BaseEstimator):
         for name, detector in self.members_.items():
             if name == ROBUST_Z:
                 scores = self.zscore_.score_samples(self._named(X))
+            elif name == CHANNEL:
+                z = detector.column_z(self._named(X))  # type: ignore[attr-defined]
+                scored = detector.score_columns_  # type: ignore[attr-defined]
+                scores = channel_scores(z[:, scored], self.channel_tails_)
             else:
                 with _numeric_warnings_ignored():
                     scores = detector.decision_function(X_scaled)  # type: ignore[attr-defined]
@@ -462,6 +485,8 @@ def _numeric_warnings_ignored() -> Iterator[None]:
 
 
 def _tail_min_scale(name: str) -> float:
+    if name == CHANNEL:
+        return CHANNEL_TAIL_MIN_SCALE
     return ROBUST_Z_TAIL_MIN_SCALE if name == ROBUST_Z else PYOD_TAIL_MIN_SCALE
 
 
