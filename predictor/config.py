@@ -166,7 +166,7 @@ class ThresholdConfig:
 class ModelConfig:
     """Model knobs: ensemble members, feature windows, forecast horizon."""
 
-    members: tuple[str, ...] = ("iforest", "ecod", "knn", "pca", "robust_z")
+    members: tuple[str, ...] = ("iforest", "ecod", "knn", "pca", "robust_z", "channel")
     fusion: str = "max"
     step_seconds: float | None = None
     window_steps: int = 12

@@ -31,7 +31,7 @@ from predictor.features import feature_metric
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_MEMBERS = ("iforest", "ecod", "knn", "pca", "robust_z")
+DEFAULT_MEMBERS = ("iforest", "ecod", "knn", "pca", "robust_z", "channel")
 # Combinations of the member surprises of a row: "max" keeps the most surprised member
 # (the smallest tail probability, Tippett's method), and "mean" is proportional to
 # Fisher's statistic -2 * sum(ln p).
@@ -67,7 +67,7 @@ class AnomalyEnsemble(DetectorTagsMixin, BaseEstimator):
 
     Parameters
     ----------
-    members : sequence of str, default=("iforest", "ecod", "knn", "pca", "robust_z")
+    members : sequence of str, default=("iforest", "ecod", "knn", "pca", "robust_z", "channel")
         Detectors to combine. PyOD detectors: ``"iforest"`` (isolation), ``"ecod"`` and
         ``"copod"`` (empirical distribution), ``"knn"``, ``"lof"`` and ``"abod"``
         (proximity), ``"pca"`` (linear projection), ``"hbos"`` (histogram). Statistical:

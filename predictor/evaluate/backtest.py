@@ -49,7 +49,7 @@ class BacktestConfig:
         surprise before it is mapped to [0, 1]; 1 means none.
     """
 
-    members: tuple[str, ...] = ("iforest", "ecod", "knn", "pca", "robust_z")
+    members: tuple[str, ...] = ("iforest", "ecod", "knn", "pca", "robust_z", "channel")
     fusion: str = "max"
     window_steps: int = 12
     n_estimators: int = 100

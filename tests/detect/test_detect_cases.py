@@ -28,7 +28,7 @@ def test_constant_training_drops_pyod_members(constant_training_case, caplog):
     for member in PYOD_DEFAULTS:
         prefix = f"ensemble member {member!r} dropped"
         assert any(message.startswith(prefix) for message in messages)
-    assert list(model.members_) == ["robust_z"]
+    assert list(model.members_) == ["robust_z", "channel"]
     assert sorted(model.dropped_members_) == sorted(PYOD_DEFAULTS)
     assert "training scores are all 0" in model.dropped_members_["knn"]
     for member in PYOD_DEFAULTS:

@@ -114,9 +114,7 @@ def test_member_keeps_constant_training_repeats_normal(constant_training_case):
     raw, features = constant_training_case
     is_train = (raw["split"] == "train").to_numpy()
     with pytest.warns(DegenerateMemberWarning):
-        model = AnomalyEnsemble(members=(*DEFAULT_MEMBERS, "channel"), random_state=0).fit(
-            features[is_train]
-        )
+        model = AnomalyEnsemble(members=DEFAULT_MEMBERS, random_state=0).fit(features[is_train])
     scoring = raw[~is_train].reset_index(drop=True)
 
     scores = model.score_samples(features[~is_train])

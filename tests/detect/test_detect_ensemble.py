@@ -104,7 +104,7 @@ def test_ensemble_training_false_alarm_rate(toy, fitted):
 
 
 def test_ensemble_keeps_all_members_on_healthy_data(fitted):
-    assert list(fitted.members_) == ["iforest", "ecod", "knn", "pca", "robust_z"]
+    assert list(fitted.members_) == ["iforest", "ecod", "knn", "pca", "robust_z", "channel"]
     assert fitted.dropped_members_ == {}
     assert fitted.n_features_in_ == 12
     assert fitted.feature_names_in_[0] == "gpu_temp:value"
