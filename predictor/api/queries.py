@@ -42,6 +42,7 @@ SCORE_FIELDS = (
     "time_to_threshold_seconds",
     "drivers",
     "model_version",
+    "model_role",
     "calibrated",
     "stale",
 )

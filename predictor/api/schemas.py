@@ -17,8 +17,15 @@ class Driver(BaseModel):
 
     metric: str
     contribution: float = Field(description="Share of the anomaly, or crossing probability.")
-    kind: Literal["anomaly", "forecast"] | None = Field(
-        default=None, description="Whether the anomaly ensemble or a forecast named the metric."
+    kind: Literal["anomaly", "forecast", "stale"] | None = Field(
+        default=None,
+        description=(
+            "Whether the anomaly ensemble or a forecast named the metric, or `stale` when "
+            "the metric (`*`: all telemetry) is missing or too old."
+        ),
+    )
+    reason: str | None = Field(
+        default=None, description="Why the telemetry counts as stale, for `stale` drivers."
     )
     threshold: float | None = Field(
         default=None, description="The metric's threshold, for forecast drivers."
@@ -49,6 +56,13 @@ class RiskScore(BaseModel):
     )
     drivers: list[Driver]
     model_version: str = Field(description="Registered model version that produced the score.")
+    model_role: str | None = Field(
+        default=None,
+        description=(
+            "Which model produced the score: `champion`, or a fallback "
+            "(`previous_champion`, `statistical_fallback`) when the champion failed."
+        ),
+    )
 
 
 class RiskPage(BaseModel):

@@ -104,7 +104,13 @@ def test_component_risk_carries_time_to_threshold(api_server):
     assert body["level"] == "critical"
     assert body["time_to_threshold_seconds"] == 1200.0
     assert body["drivers"] == [
-        {"metric": "gpu_temp_celsius", "contribution": 0.8, "kind": None, "threshold": None}
+        {
+            "metric": "gpu_temp_celsius",
+            "contribution": 0.8,
+            "kind": None,
+            "reason": None,
+            "threshold": None,
+        }
     ]
 
 
@@ -415,3 +421,56 @@ def test_component_scored_after_start_found_before_refresh(api_settings, tmp_pat
     assert before.status_code == 404
     assert after.status_code == 200
     assert after.json()["component"] == "late-node"
+
+
+def test_stale_scores_served_with_reason(api_settings, tmp_path):
+    from predictor.telemetry.freshness import stale_drivers
+
+    now = pd.Timestamp.now(tz="UTC").floor("s")
+    reason = "key metric 'gpu_temp_celsius' has no row in the last 15 min"
+    store = RiskStore(f"sqlite:///{tmp_path / 'risk.db'}")
+    store.write_scores(
+        pd.DataFrame(
+            {
+                "component": ["gpu-node-9", "gpu-node-9"],
+                "scored_at": [now - pd.Timedelta(minutes=5), now],
+                "risk": [0.2, 0.2],
+                "level": ["normal", "unknown"],
+                "stale": [False, True],
+                "model_version": ["predictor-fleet/1", "statistical:robust_z@2026-12-01"],
+                "model_role": ["champion", "statistical_fallback"],
+                "drivers": [[], stale_drivers(reason)],
+            }
+        )
+    )
+    settings = dataclasses.replace(api_settings, store_url=store.url)
+    headers = {"Authorization": f"Bearer {TOKENS[0]}"}
+
+    with (
+        running_server(create_app(settings)) as url,
+        httpx.Client(base_url=url, headers=headers) as client,
+    ):
+        latest = client.get("/v1/risk/gpu-node-9")
+        listed = client.get("/v1/risk", params={"level": "unknown"})
+        history = client.get("/v1/risk/gpu-node-9/history")
+    store.close()
+
+    assert latest.status_code == 200, latest.text
+    body = latest.json()
+    assert body["level"] == "unknown"
+    assert body["stale"] is True
+    assert body["model_role"] == "statistical_fallback"
+    assert body["drivers"] == [
+        {
+            "metric": "gpu_temp_celsius",
+            "contribution": 1.0,
+            "kind": "stale",
+            "reason": reason,
+            "threshold": None,
+        }
+    ]
+    assert listed.status_code == 200, listed.text
+    assert [item["component"] for item in listed.json()["items"]] == ["gpu-node-9"]
+    assert history.status_code == 200, history.text
+    # History lists the newest score first.
+    assert [item["level"] for item in history.json()["items"]] == ["unknown", "normal"]
