@@ -296,6 +296,15 @@ def _read_header_file(
         return pd.DataFrame(), np.array([], dtype=np.int64)
     except (pd.errors.ParserError, UnicodeError) as error:
         raise _csv_error(error, path, encoding) from None
+    if not isinstance(frame.index, pd.RangeIndex):
+        # pandas takes the first column as the index when the first data row has one
+        # field more than the header, which would shift every column of the file.
+        raise InputError(
+            f"expected {len(frame.columns)} fields as in the header, got "
+            f"{len(frame.columns) + 1}; a decimal comma in an unquoted value "
+            "splits it in two",
+            path=str(path), row=2,
+        )
     _reject_repeated_header(path, encoding, compression)
 
     # Line 1 is the header, so data row i (0-based) is line i + 2. Blank lines are kept
