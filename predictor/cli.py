@@ -387,31 +387,10 @@ def _cmd_models(args: argparse.Namespace) -> int:
 def _cmd_score(args: argparse.Namespace) -> int:
     from predictor import pipeline
     from predictor.report import risk_table
-    from predictor.scoring_runs import record_scoring_run
 
     settings = _settings(args)
     store = pipeline.open_risk_store(settings)
-    started = pd.Timestamp.now(tz="UTC")
-    try:
-        result = pipeline.score(settings, args.until, dry_run=args.dry_run, store=store)
-    except Exception as error:
-        # The run is recorded as failed for the API's metrics, then the error goes on.
-        record_scoring_run(
-            store.engine,
-            started_at=started,
-            finished_at=pd.Timestamp.now(tz="UTC"),
-            error=f"{type(error).__name__}: {error}",
-        )
-        raise
-    record_scoring_run(
-        store.engine,
-        started_at=started,
-        finished_at=pd.Timestamp.now(tz="UTC"),
-        until=result.until,
-        components_scored=result.components_scored,
-        scores_written=result.scores_written,
-        failures=result.failed_components,
-    )
+    result = pipeline.score(settings, args.until, dry_run=args.dry_run, store=store)
     print(risk_table(store))
     print(
         f"\n{result.scores_written} scores written up to {result.until}, "

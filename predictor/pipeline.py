@@ -41,6 +41,7 @@ from predictor.risk_calibration import (
     save_risk_calibration,
 )
 from predictor.scoring import ComponentScores, score_component
+from predictor.scoring_runs import record_scoring_run
 from predictor.store import RiskStore
 from predictor.telemetry import (
     IngestSummary,
@@ -333,6 +334,9 @@ def score(
         Also score with each group's challenger, when it is not the champion, into
         ``shadow_scores``. Shadow scores never call hooks.
 
+    Each call is recorded in the store's ``scoring_runs`` table, failed or not, for the
+    API's run metrics.
+
     Returns
     -------
     ScoreResult
@@ -340,6 +344,54 @@ def score(
         component does not stop the others from publishing, and the components that
         were scored by a fallback model with the model used.
     """
+    store = store or open_risk_store(settings)
+    started = pd.Timestamp.now(tz="UTC")
+    try:
+        result = _score_cycle(
+            settings,
+            until,
+            dry_run=dry_run,
+            fleet=fleet,
+            telemetry=telemetry,
+            store=store,
+            components=components,
+            serving=serving,
+            shadow=shadow,
+        )
+    except Exception as error:
+        # The run is recorded as failed for the API's metrics, then the error goes on.
+        record_scoring_run(
+            store.engine,
+            started_at=started,
+            finished_at=pd.Timestamp.now(tz="UTC"),
+            error=f"{type(error).__name__}: {error}",
+        )
+        raise
+    record_scoring_run(
+        store.engine,
+        started_at=started,
+        finished_at=pd.Timestamp.now(tz="UTC"),
+        until=result.until,
+        components_scored=result.components_scored,
+        scores_written=result.scores_written,
+        failures=result.failed_components,
+    )
+    return result
+
+
+def _score_cycle(
+    settings: Settings,
+    until: pd.Timestamp | None = None,
+    *,
+    dry_run: bool = False,
+    fleet: FleetModel | None = None,
+    telemetry: TelemetryStore | None = None,
+    store: RiskStore | None = None,
+    components: Sequence[str] | None = None,
+    serving: ServingSet | None = None,
+    shadow: bool = True,
+) -> ScoreResult:
+    """Score, publish and queue hook actions once; :func:`score` records the run."""
     dry_run = dry_run or settings.guardrails.dry_run
     if serving is None:
         serving = ServingSet.from_fleet(settings, fleet) if fleet else load_serving(settings)

@@ -286,3 +286,18 @@ def test_score_of_named_components_equals_full_pass(trained):
     assert result.components_scored == 1
     assert result.scores_written > 0
     assert pipeline.score(settings).scores_written == 0
+
+
+def test_score_records_each_run(trained):
+    from predictor.scoring_runs import summarize_scoring_runs
+
+    settings, _ = trained
+
+    first = pipeline.score(settings, components=["ec2-latency"])
+    pipeline.score(settings)
+    summary = summarize_scoring_runs(pipeline.open_risk_store(settings).engine)
+
+    assert first.scores_written > 0
+    assert summary is not None
+    assert summary.runs == 2
+    assert summary.failed_runs == 0
