@@ -43,6 +43,7 @@ from predictor.api.schemas import (
     RiskScore,
 )
 from predictor.config import Settings
+from predictor.hooks.breaker import breaker_states
 from predictor.store import RiskStore
 
 logger = logging.getLogger(__name__)
@@ -100,6 +101,13 @@ class StoreHandle:
                 self._store = store
                 self._reader = RiskReader(store.engine)
         return self._reader
+
+    def store(self) -> RiskStore:
+        """Return the open store, opening it first when needed."""
+        self.reader()
+        if self._store is None:
+            raise StoreUnavailableError("the risk store is not open")
+        return self._store
 
     def close(self) -> None:
         """Close the store if this handle opened it."""
@@ -209,7 +217,10 @@ def create_app(
     )
     app.state.store = handle
     app.state.latest_cache = cache
-    registry = build_registry(handle.reader)
+    registry = build_registry(
+        handle.reader,
+        breakers=lambda: breaker_states(handle.store(), settings.hooks),
+    )
     authenticated = [Depends(TokenAuth(settings.api.tokens))]
     metrics_dependencies = authenticated if settings.api.metrics_auth else []
 

@@ -18,11 +18,13 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector, CollectorRegistry
 
 from predictor.api.queries import STORE_ERRORS, RiskReader
+from predictor.hooks.breaker import BreakerState
 from predictor.scoring_runs import summarize_scoring_runs
 
 logger = logging.getLogger(__name__)
 
 LEVELS = ("normal", "elevated", "high", "critical", "unknown")
+BREAKER_STATES = ("closed", "open", "half_open")
 
 
 class RiskStoreCollector(Collector):
@@ -35,13 +37,20 @@ class RiskStoreCollector(Collector):
         ``StoreUnavailableError`` when the store cannot be opened.
     clock : callable, default=time.time
         Current time in seconds since the epoch, for score ages.
+    breakers : callable or None, default=None
+        Returns the circuit breakers of the configured hook targets.
     """
 
     def __init__(
-        self, reader: Callable[[], RiskReader], clock: Callable[[], float] = time.time
+        self,
+        reader: Callable[[], RiskReader],
+        clock: Callable[[], float] = time.time,
+        *,
+        breakers: Callable[[], list[BreakerState]] | None = None,
     ) -> None:
         self._reader = reader
         self._clock = clock
+        self._breakers = breakers
 
     def describe(self) -> list[Metric]:
         # An empty description keeps registration from querying the store.
@@ -56,6 +65,7 @@ class RiskStoreCollector(Collector):
             reader = self._reader()
             latest = reader.latest_all()
             runs = summarize_scoring_runs(reader.engine)
+            breakers = self._breakers() if self._breakers is not None else []
         except STORE_ERRORS as error:
             # The error is the store being down, not a bug, so one line without a traceback.
             logger.error("metrics: reading the risk store failed: %s", error)  # noqa: TRY400
@@ -67,6 +77,8 @@ class RiskStoreCollector(Collector):
         yield from self._score_families(latest)
         if runs is not None:
             yield from _run_families(runs)
+        if breakers:
+            yield _breaker_family(breakers)
         duration = GaugeMetricFamily(
             "predictor_metrics_collect_seconds", "Time spent reading the store for this scrape."
         )
@@ -117,7 +129,7 @@ class RiskStoreCollector(Collector):
 
 def _run_families(runs) -> Iterator[Metric]:  # type: ignore[no-untyped-def]
     total = CounterMetricFamily(
-        "predictor_scoring_runs", "Scoring runs recorded by `predictor score`."
+        "predictor_scoring_runs", "Scoring runs recorded in the risk store."
     )
     total.add_metric([], runs.runs)
     failed = CounterMetricFamily(
@@ -147,8 +159,27 @@ def _run_families(runs) -> Iterator[Metric]:  # type: ignore[no-untyped-def]
     yield from (total, failed, component_errors, duration, last_errors, finished)
 
 
-def build_registry(reader: Callable[[], RiskReader]) -> CollectorRegistry:
-    """Return a new registry holding only the risk-store collector."""
+def build_registry(
+    reader: Callable[[], RiskReader],
+    breakers: Callable[[], list[BreakerState]] | None = None,
+) -> CollectorRegistry:
+    """Return a new registry holding only the risk-store collector.
+
+    ``breakers`` returns the circuit breakers of the configured hook targets; None leaves
+    the breaker gauge out.
+    """
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(RiskStoreCollector(reader))
+    registry.register(RiskStoreCollector(reader, breakers=breakers))
     return registry
+
+
+def _breaker_family(states: list[BreakerState]) -> Metric:
+    family = GaugeMetricFamily(
+        "predictor_hook_breaker_state",
+        "1 for the circuit-breaker state of the hook target, 0 for the other states.",
+        labels=["target", "state"],
+    )
+    for breaker in states:
+        for name in BREAKER_STATES:
+            family.add_metric([breaker.target, name], 1.0 if breaker.state == name else 0.0)
+    return family

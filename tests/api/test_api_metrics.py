@@ -99,3 +99,26 @@ def test_failed_score_command_counts_as_failed_run(api_server, tmp_path, monkeyp
 
     assert samples[("predictor_scoring_runs_total", ())] == 1.0
     assert samples[("predictor_scoring_runs_failed_total", ())] == 1.0
+
+
+def test_metrics_show_open_hook_breaker(api_settings, tmp_path):
+    from predictor.config import HookConfig
+    from predictor.store import RiskStore
+
+    hook = HookConfig(name="drain", type="webhook", url="http://127.0.0.1:9/hook")
+    store = RiskStore(f"sqlite:///{tmp_path / 'risk.db'}")
+    store.record_breaker_result(
+        "http://127.0.0.1:9", ok=False, now=pd.Timestamp.now(tz="UTC"), threshold=1
+    )
+    settings = dataclasses.replace(api_settings, store_url=store.url, hooks=(hook,))
+
+    with (
+        running_server(create_app(settings, store=store)) as url,
+        httpx.Client(base_url=url, headers={"Authorization": "Bearer token-one"}) as client,
+    ):
+        samples = _samples(client.get("/metrics").text)
+    store.close()
+
+    family = "predictor_hook_breaker_state"
+    assert samples[(family, (("state", "open"), ("target", "http://127.0.0.1:9")))] == 1.0
+    assert samples[(family, (("state", "closed"), ("target", "http://127.0.0.1:9")))] == 0.0
