@@ -444,7 +444,18 @@ def _cmd_hooks(args: argparse.Namespace) -> int:
             )
             return 0
         if args.hooks_command == "test":
-            action = outbox.send_test(store, settings.hooks, args.name, home=settings.home)
+            if settings.guardrails.dry_run:
+                raise PredictorUserError(
+                    "[guardrails] dry_run is set, so no hook is called; unset it "
+                    "(or PREDICTOR_GUARDRAILS__DRY_RUN) to send a test"
+                )
+            action = outbox.send_test(
+                store,
+                settings.hooks,
+                args.name,
+                home=settings.home,
+                horizon_minutes=settings.model.horizon_minutes,
+            )
             print(
                 f"test action {action.id} to hook {action.hook}: {action.status} "
                 f"({action.last_error or action.attempt_detail})"

@@ -472,7 +472,14 @@ def deliver_hooks(
 
     ``predictor score``, ``predictor hooks deliver`` and the Airflow delivery task call
     this. Several workers may run it at once: each action is claimed by one of them.
+    With ``[guardrails] dry_run`` set, nothing is sent and the pending actions wait.
     """
+    if settings.guardrails.dry_run:
+        logger.warning(
+            "hooks: [guardrails] dry_run is set, so no pending hook action is sent; "
+            "unset it to deliver"
+        )
+        return DeliveryReport()
     own = store is None
     store = store or open_risk_store(settings)
     try:

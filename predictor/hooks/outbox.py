@@ -10,7 +10,9 @@ import pandas as pd
 
 from predictor.config import HookConfig
 from predictor.exceptions import PredictorUserError
+from predictor.hooks.alertmanager import hook_payload
 from predictor.hooks.delivery import deliver_pending
+from predictor.hooks.payload import HookEvent
 from predictor.store import HookAction, RiskStore
 
 logger = logging.getLogger(__name__)
@@ -56,7 +58,12 @@ def retry_action(store: RiskStore, action_id: int) -> HookAction:
 
 
 def send_test(
-    store: RiskStore, hooks: Sequence[HookConfig], name: str, *, home: Path | None = None
+    store: RiskStore,
+    hooks: Sequence[HookConfig],
+    name: str,
+    *,
+    home: Path | None = None,
+    horizon_minutes: float = 60.0,
 ) -> HookAction:
     """Queue a payload marked ``"test": true`` for hook ``name`` and make one attempt.
 
@@ -73,22 +80,23 @@ def send_test(
         known = ", ".join(sorted(item.name for item in hooks)) or "none configured"
         raise PredictorUserError(f"hook {name!r}: not configured; expected one of: {known}")
     now = pd.Timestamp.now(tz="UTC")
+    event = HookEvent(
+        component="predictor-test",
+        group=None,
+        level=hook.on_levels[0] if hook.on_levels else "critical",
+        previous_level=None,
+        risk=None,
+        scored_at=now,
+        horizon_minutes=horizon_minutes,
+        event="test",
+    )
     key = f"test:{name}:{now.isoformat()}"
-    payload = {
-        "event": "test",
-        "test": True,
-        "idempotency_key": key,
-        "component": "predictor-test",
-        "group": None,
-        "level": hook.on_levels[0] if hook.on_levels else "critical",
-        "previous_level": None,
-        "risk": None,
-        "scored_at": now.isoformat(),
-    }
+    # The body follows the published schema, so a receiver that validates it accepts it.
+    payload = {**hook_payload(hook, event), "test": True, "idempotency_key": key}
     action = HookAction(
         hook=name,
         component="predictor-test",
-        level=str(payload["level"]),
+        level=event.level,
         previous_level=None,
         scored_at=now,
         called_at=now,

@@ -37,7 +37,8 @@ SCHEMA_VERSION = "1"
 
 #: Kinds of hook events. ``level_entered`` calls failover hooks; the other three are
 #: raised by the guardrails (:mod:`predictor.hooks.guardrails`).
-EVENT_TYPES = ("level_entered", "fail_back", "telemetry_stale", "budget_exceeded")
+#: ``test`` is the marked payload that ``predictor hooks test`` sends.
+EVENT_TYPES = ("level_entered", "fail_back", "telemetry_stale", "budget_exceeded", "test")
 
 
 def _utc_timestamp(value: Any, name: str) -> pd.Timestamp:

@@ -110,6 +110,34 @@ def test_hook_test_sends_marked_payload(hooks_env, http_receiver, capsys):
     assert request["headers"]["Idempotency-Key"].startswith("test:pager:")
 
 
+def test_hook_test_payload_matches_schema(hooks_env, http_receiver):
+    import jsonschema
+
+    from predictor.hooks.schema import payload_schema
+
+    config, _ = hooks_env
+
+    assert main(["--config", str(config), "hooks", "test", "pager"]) == 0
+
+    [request] = http_receiver.requests
+    jsonschema.validate(request["json"], payload_schema())
+    assert request["json"]["event"] == "test"
+
+
+def test_global_dry_run_sends_nothing(hooks_env, http_receiver, monkeypatch, capsys):
+    config, settings = hooks_env
+    _queue(settings, ["gpu-1"])
+    monkeypatch.setenv("PREDICTOR_GUARDRAILS__DRY_RUN", "true")
+
+    delivered = main(["--config", str(config), "hooks", "deliver"])
+    tested = main(["--config", str(config), "hooks", "test", "pager"])
+
+    assert delivered == 0
+    assert "0 actions claimed: 0 delivered" in capsys.readouterr().out
+    assert tested == 2
+    assert http_receiver.requests == []
+
+
 def test_hook_test_unknown_name_exits_2(hooks_env, capsys):
     config, _ = hooks_env
 
