@@ -272,7 +272,8 @@ class BudgetConfig:
     ``max_components`` and ``max_percent`` limit the components in failover at once;
     ``max_per_hour`` and ``max_percent_per_hour`` limit the components that enter
     failover within any 60 minutes of scoring time. A percentage is of the components
-    of the group (or the fleet) known to the risk store, rounded down. Unset limits do
+    of the group (or the fleet) declared in ``[[components]]`` or known to the risk
+    store, rounded down. Unset limits do
     not apply. With ``scope = "group"`` and no ``group`` the budget applies to each
     group on its own.
     """

@@ -431,6 +431,7 @@ def _score_cycle(
                 store,
                 dry_run=dry_run,
                 budgets=settings.budgets,
+                groups={declared.name: declared.group for declared in settings.components},
             )
         written, queued = store.write_scores_and_actions(records, actions)
         result.scores_written += written

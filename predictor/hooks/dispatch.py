@@ -14,7 +14,7 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -75,6 +75,7 @@ def decide_actions(
     dry_run: bool = False,
     now: Any = None,
     budgets: Sequence[BudgetConfig] = (),
+    groups: Mapping[str, str | None] | None = None,
 ) -> list[HookAction]:
     """Return the hook actions to queue for ``events``, without sending or storing them.
 
@@ -99,6 +100,10 @@ def decide_actions(
         the current time.
     budgets : sequence of BudgetConfig, default=()
         Failover budgets; an action past a budget is ``held`` with the reason.
+    groups : mapping of str to str or None, default=None
+        Group of every configured component. A budget percentage is of the group's
+        components in this mapping and in the store, so the first scoring run of a
+        fleet counts the whole group and not only the components scored so far.
 
     Returns
     -------
@@ -126,6 +131,8 @@ def decide_actions(
         # Entries into unknown need no state, so a silence costs no query.
         if stateful and any(event.level != UNKNOWN for event in batch):
             state = local.apply(read_failover_state(store, hooks, at, dry_run=dry_run))
+            if groups:
+                state = dataclasses.replace(state, groups={**groups, **state.groups})
         else:
             state = FailoverState(at=at)
 

@@ -457,3 +457,30 @@ def test_guardrail_config_loads(tmp_path, isolated_env):
     )
     assert settings.hooks[0].on_levels == ("high", "critical", "unknown")
     assert json.loads(json.dumps(settings.hooks[0].resolve_timeout_minutes)) == 15.0
+
+
+def test_first_run_budget_counts_configured_group(tmp_path):
+    from predictor.hooks import HookEvent, decide_actions
+    from predictor.store import RiskStore
+
+    drain = HookConfig(name="drain", type="webhook", url="http://127.0.0.1:9/hook")
+    budgets = (BudgetConfig(scope="group", max_percent=40.0),)
+    configured = {f"gpu-{number}": "pool-a" for number in range(5)}
+    event = HookEvent(
+        component="gpu-0",
+        group="pool-a",
+        level="critical",
+        previous_level="high",
+        risk=0.95,
+        scored_at=pd.Timestamp("2024-05-01 12:00", tz="UTC"),
+        horizon_minutes=60,
+    )
+    store = RiskStore(f"sqlite:///{tmp_path / 'risk.db'}")
+
+    store_only = decide_actions([event], [drain], store, budgets=budgets)
+    with_config = decide_actions([event], [drain], store, budgets=budgets, groups=configured)
+    store.close()
+
+    # 40 % of the one component the empty store knows rounds down to 0.
+    assert [action.status for action in store_only] == ["held"]
+    assert [action.status for action in with_config] == ["pending"]
