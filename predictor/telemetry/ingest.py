@@ -152,7 +152,7 @@ def ingest_source(
         "%d components, quarantine file %s",
         summary.source, summary.path, summary.rows_read, summary.written,
         summary.quarantined, summary.duplicates, len(summary.components),
-        summary.quarantine_file,
+        summary.quarantine_file or "(none: no row was quarantined)",
     )
     return summary
 
