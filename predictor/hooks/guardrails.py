@@ -153,7 +153,9 @@ def decide(
         if event.event != "level_entered" or event.previous_level == event.level:
             continue
         if event.level == UNKNOWN:
-            stale = dataclasses.replace(event, event="telemetry_stale")
+            # The risk of an unknown score comes from the last known values, so it is left
+            # out rather than read as current.
+            stale = dataclasses.replace(event, event="telemetry_stale", risk=None, raw_risk=None)
             decisions.extend(Decision(stale, hook) for hook in stale_hooks)
             continue
         if event.level == "normal":

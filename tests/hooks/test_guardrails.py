@@ -232,6 +232,7 @@ def test_stale_telemetry_never_fails_over(http_receiver, store, tmp_path, t0):
     assert [p["component"] for p in payloads] == ["gpu-0", "gpu-1"]
     assert {p["event"] for p in payloads} == {"telemetry_stale"}
     assert {p["level"] for p in payloads} == {"unknown"}
+    assert [p["risk"] for p in payloads] == [None, None]
     assert [r.hook for r in records] == ["stale", "stale"]
     assert store.hook_calls(hook="drain").empty
 
