@@ -7,34 +7,13 @@ import pytest
 
 from predictor import pipeline
 from predictor.config import load_settings
+from tests.test_pipeline import CONFIG as PIPELINE_CONFIG
+from tests.test_pipeline import NAB_FILE
 
-NAB_FILE = "nab/realKnownCause/ec2_request_latency_system_failure.csv"
-
-CONFIG = """
-[model]
-members = ["iforest", "ecod", "knn", "pca", "robust_z"]
-n_estimators = 50
-window_steps = 12
-horizon_minutes = 60
-
-[[components]]
-name = "ec2-latency"
-group = "web"
-
-[[thresholds]]
-component = "ec2-latency"
-metric = "latency_ms"
-value = 60.0
-
-[[sources]]
-name = "ec2"
-format = "nab"
-path = "{path}"
-component = "ec2-latency"
-metric = "latency_ms"
-role = "split"
-train_fraction = 0.15
-
+# The single-component NAB configuration of the pipeline tests, plus two hooks.
+CONFIG = (
+    PIPELINE_CONFIG
+    + """
 [[hooks]]
 name = "drain"
 type = "webhook"
@@ -48,6 +27,7 @@ type = "webhook"
 url = "{stale_url}"
 kind = "telemetry_stale"
 """
+)
 
 
 @pytest.mark.slow
