@@ -37,12 +37,12 @@ logger = logging.getLogger(__name__)
 #: Levels a score may carry; ``unknown`` means the telemetry was missing or stale.
 SCORE_LEVELS = ("normal", "elevated", "high", "critical", "unknown")
 
-#: States of a hook action in ``hook_calls.status``. ``pending`` waits for delivery;
-#: ``delivered`` and ``dead`` (attempts used up) are final; ``dry_run``,
-#: ``skipped_cooldown`` and ``held`` were decided but are never sent (``held``: a
-#: guardrail such as a failover budget or an unconfirmed recovery kept it back).
-#: ``failed`` is what stores written before the outbox recorded for a failed single
-#: attempt.
+#: States of a hook action in ``hook_calls.status``. A ``pending`` action waits for
+#: delivery. ``delivered`` and ``dead`` (attempts used up) are final. ``dry_run``,
+#: ``skipped_cooldown`` and ``held`` actions were decided but are never sent. A ``held``
+#: action is one that a guardrail, such as a failover budget or an unconfirmed recovery,
+#: kept back.
+#: ``failed`` comes from stores written before the outbox, for a failed single attempt.
 HOOK_STATUSES = (
     "pending",
     "delivered",

@@ -3,7 +3,7 @@
 Routes read the risk store through :class:`~predictor.api.queries.RiskReader`.
 Handlers that query the store are plain functions, so FastAPI runs them in its thread
 pool and a slow query does not block the event loop. ``GET /v1/risk/{component}``
-answers from :class:`~predictor.api.cache.LatestScoreCache` on the event loop, because
+is served from :class:`~predictor.api.cache.LatestScoreCache` on the event loop, because
 load balancers poll it and a thread-pool hop costs more than the lookup.
 """
 

@@ -40,7 +40,8 @@ FAILOVER_STATUSES = ("pending", "delivered", "failed", "dead")
 #: Window of the per-hour budget limits, in scoring time.
 BUDGET_WINDOW = pd.Timedelta(hours=1)
 
-#: Prefix of the idempotency key of a dry-run record, so a dry run never blocks a real call.
+#: Prefix of the idempotency key of a dry-run record. The real action's key differs, so a
+#: dry-run record does not count as that action already decided.
 DRY_RUN_KEY_PREFIX = "dry-run:"
 
 

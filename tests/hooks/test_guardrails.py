@@ -482,6 +482,6 @@ def test_first_run_budget_counts_configured_group(tmp_path):
     with_config = decide_actions([event], [drain], store, budgets=budgets, groups=configured)
     store.close()
 
-    # 40 % of the one component the empty store knows rounds down to 0.
+    # 40 % of the one component in the empty store rounds down to 0.
     assert [action.status for action in store_only] == ["held"]
     assert [action.status for action in with_config] == ["pending"]
