@@ -1,23 +1,35 @@
 """Append-only, idempotent Parquet store of long telemetry rows.
 
-Layout under the root folder (hive partitioning, readable by pyarrow, DuckDB or Spark)::
+Layout under the root folder (hive partitioning by day, readable by pyarrow, DuckDB or
+Spark)::
 
-    component=<name>/date=<YYYY-MM-DD>/part-<uuid>.parquet
+    date=<YYYY-MM-DD>/part-<txid>-<uuid>.parquet
+    _commits/<txid>
 
-Each file contains the columns ``timestamp`` (``timestamp[ns, UTC]``), ``metric`` and
-``value``; ``component`` and ``date`` (the UTC day) come from the folder names. The
-component name is percent-encoded in the folder name, which pyarrow decodes on read.
+An append writes one part file per UTC day it touches, holding the rows of all its
+components with the columns ``component`` and ``metric`` (strings, dictionary-encoded in
+the file), ``timestamp`` (``timestamp[ns, UTC]``) and ``value`` (float64). Rows are
+sorted by component, metric and timestamp and written in row groups of
+:data:`ROW_GROUP_ROWS` rows, so a read of a few components skips most row groups by
+their statistics.
 
 Each row has one key, (component, metric, timestamp), and the store keeps one value per
 key. :meth:`TelemetryStore.append` skips exact duplicates and returns rows that would
 change a stored value as conflicts: the first value seen wins.
 
-An append is one transaction. Its part files are named ``part-<txid>-<uuid>.parquet``
-and count as stored only once the empty marker file ``_commits/<txid>`` exists, which
-the append creates last by an atomic rename. Readers skip part files without a marker,
-so an append that crashes or is killed at any point leaves the store as it was; the
-next append deletes its leftover files. Part files named ``part-<uuid>.parquet``, from
-stores written before transactions, count as committed.
+An append is one transaction. Its part files count as stored only once the marker file
+``_commits/<txid>`` exists, which the append creates last by an atomic rename. Readers
+skip part files without a marker, so an append that crashes or is killed at any point
+leaves the store as it was; the next append deletes its leftover files. The marker is a
+small Parquet file that summarises the transaction: one row per component and day with
+the part file, the first and last timestamp and the row count. ``components()``,
+``last_timestamp()``, deduplication and file pruning on read use these summaries
+instead of the part files.
+
+Stores written before this layout keep one folder per component and day,
+``component=<name>/date=<YYYY-MM-DD>/part-*.parquet``, with empty markers or none
+(:mod:`predictor.telemetry.store_legacy`). Their rows stay readable and count for
+deduplication; new appends write only the layout above.
 """
 
 from __future__ import annotations
@@ -25,13 +37,10 @@ from __future__ import annotations
 import fcntl
 import logging
 import os
-import re
 import uuid
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
 from pathlib import Path
-from urllib.parse import quote, unquote
 
 import numpy as np
 import pandas as pd
@@ -40,56 +49,64 @@ import pyarrow.compute as pc
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
-from predictor.telemetry.readers import REASON
+from predictor.telemetry import store_legacy
+from predictor.telemetry.arrow_rows import (
+    ROW_SCHEMA,
+    as_row_table,
+    day_label,
+    key_order,
+    summarise_sorted,
+    utc_days,
+)
 from predictor.telemetry.schema import COMPONENT, LONG_COLUMNS, METRIC, TIMESTAMP, VALUE
+from predictor.telemetry.store_dedupe import (
+    KEPT_VALUE,
+    KEY_COLUMNS,
+    REASON_CONFLICT,
+    AppendResult,
+    deduplicate,
+    empty_conflicts,
+    normalise_input,
+)
+from predictor.telemetry.store_files import (
+    COMMITS_DIR,
+    committed_markers,
+    is_visible,
+    sync_folder,
+    write_marker,
+)
 
 logger = logging.getLogger(__name__)
 
-KEY_COLUMNS = [COMPONENT, METRIC, TIMESTAMP]
-KEPT_VALUE = "kept_value"
-REASON_CONFLICT = (
-    "conflicting value for the same component, metric and timestamp (first value kept)"
-)
+__all__ = [
+    "KEPT_VALUE",
+    "KEY_COLUMNS",
+    "REASON_CONFLICT",
+    "ROW_GROUP_ROWS",
+    "AppendResult",
+    "TelemetryStore",
+]
 
 DATE = "date"
-FILE_SCHEMA = pa.schema(
+FIRST_TIMESTAMP = "first_timestamp"
+LAST_TIMESTAMP = "last_timestamp"
+FILE = "file"
+FLEET_FILE_SCHEMA = pa.schema(
     [
-        pa.field(TIMESTAMP, pa.timestamp("ns", tz="UTC")),
+        pa.field(COMPONENT, pa.string()),
         pa.field(METRIC, pa.string()),
+        pa.field(TIMESTAMP, pa.timestamp("ns", tz="UTC")),
         pa.field(VALUE, pa.float64()),
     ]
 )
-PARTITION_SCHEMA = pa.schema([pa.field(COMPONENT, pa.string()), pa.field(DATE, pa.string())])
-NS_PER_DAY = 86_400 * 10**9
+# Row groups of this many rows keep a read of one component small: Parquet statistics
+# give each row group's component range, and readers skip the row groups outside it.
+ROW_GROUP_ROWS = 65_536
 LOCK_NAME = ".lock"
-COMMITS_DIR = "_commits"
-_TRANSACTION_PART = re.compile(r"^part-([0-9a-f]{32})-[0-9a-f]{32}\.parquet$")
-
-
-@dataclass
-class AppendResult:
-    """Outcome of :meth:`TelemetryStore.append`.
-
-    Attributes
-    ----------
-    written : int
-        Rows added to the store.
-    duplicates : int
-        Rows skipped because the same key and value is already stored or came earlier
-        in the same input.
-    conflicts : pandas.DataFrame
-        Rows not stored because their key already has a different value. They keep
-        their input columns and gain ``reason`` and ``kept_value`` (the value that
-        stays in the store).
-    """
-
-    written: int
-    duplicates: int
-    conflicts: pd.DataFrame = field(default_factory=pd.DataFrame)
 
 
 class TelemetryStore:
-    """Partitioned Parquet store of long telemetry rows.
+    """Parquet store of long telemetry rows, one file per append and UTC day.
 
     Parameters
     ----------
@@ -102,13 +119,17 @@ class TelemetryStore:
     processes on one host run one after the other. Readers take no lock: they see only
     the part files of committed appends, because each append writes its files first
     (each under a hidden temporary name, synced and renamed) and then commits them all
-    at once by renaming a marker file into ``_commits/``. A crash mid-append leaves the
+    at once by renaming its marker into ``_commits/``. A crash mid-append leaves the
     stored rows as they were; appending the same rows again stores them.
 
-    Every append adds one file per (component, day) it touches.
+    Deduplication reads only the stored part files whose summary shows rows of an
+    input component in the input's time range, so appending rows newer than every
+    stored row reads no part file.
 
-    TODO: add a compaction step that merges the files of a partition; until then many
-    small appends make reads slower.
+    TODO: add a compaction step that merges the part files of a day and the markers;
+    until then every append adds one file per day and one marker, and
+    ``components()``, ``last_timestamp()`` and each append read all markers (a process
+    reads each marker once and keeps it in memory).
 
     Examples
     --------
@@ -127,19 +148,20 @@ class TelemetryStore:
 
     def __init__(self, root: str | Path) -> None:
         self.root = Path(root)
+        self._summary_cache: dict[str, pd.DataFrame] = {}
 
     # --- writing ----------------------------------------------------------------------
 
     def append(
         self,
-        rows: pd.DataFrame,
+        rows: pd.DataFrame | pa.Table,
         before_commit: Callable[[AppendResult], None] | None = None,
     ) -> AppendResult:
         """Add rows that are not stored yet; skip duplicates and return conflicts.
 
         Parameters
         ----------
-        rows : pandas.DataFrame
+        rows : pandas.DataFrame or pyarrow.Table
             Long rows with ``timestamp`` (tz-aware), ``component``, ``metric`` and
             ``value``, in the order they were read. Other columns are ignored for
             storage but kept in the returned conflicts.
@@ -165,43 +187,38 @@ class TelemetryStore:
         Conflict rule: the first value seen for a key wins. A stored value beats any
         new one, and within ``rows`` the earliest row beats later ones.
         """
-        frame = _normalise_input(rows)
-        if frame.empty:
-            result = AppendResult(0, 0, _empty_conflicts(rows))
+        table, as_frame = _input_table(rows)
+        if table.num_rows == 0:
+            result = AppendResult(0, 0, empty_conflicts(as_frame()))
             if before_commit is not None:
                 before_commit(result)
             return result
 
         with self._lock():
             self._remove_uncommitted()
-            exact_repeat = frame.duplicated(subset=[*KEY_COLUMNS, VALUE], keep="first")
-            candidates = frame.loc[~exact_repeat]
-            stored = self._stored_keys(candidates)
-            matched_value = _lookup_stored(candidates, stored)
-
-            in_store = ~np.isnan(matched_value)
-            same_value = in_store & (matched_value == candidates[VALUE].to_numpy())
-            new = candidates.loc[~in_store]
-            repeated_key = new.duplicated(subset=KEY_COLUMNS, keep="first").to_numpy()
-            to_write = new.loc[~repeated_key]
-
-            conflicts = _conflicts(rows, candidates, in_store & ~same_value, matched_value,
-                                   new, repeated_key)
-            duplicates = int(exact_repeat.sum()) + int(same_value.sum())
-            result = AppendResult(
-                written=len(to_write), duplicates=duplicates, conflicts=conflicts
-            )
-            self._write_transaction(to_write, result, before_commit)
+            order = key_order(table)
+            ordered = table if order.is_identity() else table.take(order.order)
+            stored = self._stored_overlapping(ordered)
+            if order.repeated.any() or stored.num_rows:
+                frame = as_frame()
+                to_write, result = deduplicate(
+                    frame, normalise_input(frame), stored.to_pandas()
+                )
+                ordered = _sorted_rows(to_write)
+            else:
+                result = AppendResult(table.num_rows, 0, empty_conflicts(as_frame(0)))
+            self._write_transaction(ordered, result, before_commit)
 
         logger.debug(
             "telemetry store %s: %d rows in, %d written, %d duplicates, %d conflicts",
-            self.root, len(frame), len(to_write), duplicates, len(conflicts),
+            self.root, table.num_rows, result.written, result.duplicates,
+            len(result.conflicts),
         )
         return result
 
     def _write_transaction(
         self,
-        rows: pd.DataFrame,
+        rows: pa.Table,
         result: AppendResult,
         before_commit: Callable[[AppendResult], None] | None,
     ) -> None:
@@ -209,43 +226,49 @@ class TelemetryStore:
         transaction = uuid.uuid4().hex
         written: list[Path] = []
         try:
-            self._write(rows, transaction, written)
+            summary = self._write(rows, transaction, written)
             if before_commit is not None:
                 before_commit(result)
             if written:
-                self._commit(transaction)
+                self._commit(transaction, summary)
         except BaseException:
             for path in written:
                 path.unlink(missing_ok=True)
             raise
 
-    def _commit(self, transaction: str) -> None:
+    def _commit(self, transaction: str, summary: pa.Table) -> None:
         """Make a transaction's files visible with one atomic rename of its marker."""
-        folder = self.root / COMMITS_DIR
-        folder.mkdir(parents=True, exist_ok=True)
-        temporary = folder / f".{transaction}.tmp"
-        with temporary.open("wb") as handle:
-            os.fsync(handle.fileno())
-        os.replace(temporary, folder / transaction)
-        _sync_folder(folder)
+        write_marker(self.root, transaction, summary)
 
-    def _committed(self) -> set[str]:
-        folder = self.root / COMMITS_DIR
-        if not folder.is_dir():
-            return set()
-        return {name for name in os.listdir(folder) if not name.startswith(".")}
-
-    def _is_visible(self, path: Path, committed: set[str]) -> bool:
-        match = _TRANSACTION_PART.match(path.name)
-        return match is None or match.group(1) in committed
+    def _write(self, rows: pa.Table, transaction: str, written: list[Path]) -> pa.Table:
+        """Write one part file per UTC day of ``rows`` (in key order); return the summary."""
+        summaries = []
+        if rows.num_rows == 0:
+            return _summary_table([])
+        days = utc_days(rows.column(TIMESTAMP))
+        for day in np.unique(days):
+            part = rows if days[0] == days[-1] == day else rows.filter(pa.array(days == day))
+            date = day_label(int(day))
+            path = _write_atomically(
+                part.select(FLEET_FILE_SCHEMA.names),
+                self.root / f"{DATE}={date}", transaction, written,
+            )
+            summary = summarise_sorted(part)
+            summary = summary.append_column(DATE, pa.array([date] * summary.num_rows))
+            summary = summary.append_column(
+                FILE, pa.array([path.relative_to(self.root).as_posix()] * summary.num_rows)
+            )
+            summaries.append(summary)
+        return _summary_table(summaries)
 
     def _remove_uncommitted(self) -> None:
         """Delete files left by appends that died before their commit (lock held)."""
-        committed = self._committed()
+        committed = committed_markers(self.root)
         removed = 0
-        for path in self.root.glob(f"{COMPONENT}=*/{DATE}=*/*"):
+        patterns = (f"{DATE}=*/*", f"{COMPONENT}=*/{DATE}=*/*")
+        for path in (p for pattern in patterns for p in self.root.glob(pattern)):
             leftover = path.name.startswith(".") and path.name.endswith(".tmp")
-            if leftover or not self._is_visible(path, committed):
+            if leftover or not is_visible(path, committed):
                 path.unlink(missing_ok=True)
                 removed += 1
         for path in (self.root / COMMITS_DIR).glob(".*.tmp"):
@@ -256,21 +279,42 @@ class TelemetryStore:
                 self.root, removed,
             )
 
-    def _write(self, rows: pd.DataFrame, transaction: str, written: list[Path]) -> None:
-        if rows.empty:
-            return
-        days = rows[TIMESTAMP].to_numpy(dtype="datetime64[ns]").astype(np.int64) // NS_PER_DAY
-        ordered = rows.assign(_day=days).sort_values(
-            [COMPONENT, "_day", METRIC, TIMESTAMP], kind="stable"
-        )
-        for (component, day), part in ordered.groupby([COMPONENT, "_day"], sort=False):
-            date = pd.Timestamp(int(day) * NS_PER_DAY, unit="ns").strftime("%Y-%m-%d")
-            table = pa.Table.from_pandas(
-                part[[TIMESTAMP, METRIC, VALUE]], schema=FILE_SCHEMA, preserve_index=False
-            )
-            _write_atomically(
-                table, self._partition_dir(str(component), date), transaction, written
-            )
+    def _stored_overlapping(self, rows: pa.Table) -> pa.Table:
+        """Return the stored rows that can share a key with ``rows`` (in key order)."""
+        tables = []
+        summaries = self._summaries()
+        if not summaries.empty:
+            incoming = summarise_sorted(rows).to_pandas()
+            recent = summaries.loc[summaries[LAST_TIMESTAMP] >= incoming[FIRST_TIMESTAMP].min()]
+            pairs = recent.merge(incoming, on=COMPONENT, suffixes=("", "_input"))
+            overlaps = pairs.loc[
+                (pairs[LAST_TIMESTAMP] >= pairs[f"{FIRST_TIMESTAMP}_input"])
+                & (pairs[FIRST_TIMESTAMP] <= pairs[f"{LAST_TIMESTAMP}_input"])
+            ]
+            if not overlaps.empty:
+                condition = _condition(
+                    sorted(set(overlaps[COMPONENT])),
+                    _as_utc(incoming[FIRST_TIMESTAMP].min()),
+                    _as_utc(incoming[LAST_TIMESTAMP].max()),
+                    None,
+                )
+                tables.append(self._read_fleet(sorted(set(overlaps[FILE])), condition))
+        if store_legacy.has_legacy_layout(self.root):
+            tables.append(self._stored_legacy(rows))
+        return _concat(tables)
+
+    def _stored_legacy(self, rows: pa.Table) -> pa.Table:
+        """Return the stored rows of the legacy partitions that ``rows`` touch."""
+        touched = pa.table(
+            {COMPONENT: rows.column(COMPONENT).cast(pa.string()),
+             DATE: pa.array(utc_days(rows.column(TIMESTAMP)))}
+        ).group_by([COMPONENT, DATE]).aggregate([])
+        pairs = zip(touched.column(COMPONENT).to_pylist(),
+                    (day_label(day) for day in touched.column(DATE).to_pylist()), strict=True)
+        files = store_legacy.partition_files(self.root, committed_markers(self.root), pairs)
+        if not files:
+            return _empty_rows()
+        return store_legacy.read_legacy(self.root, files, None)
 
     @contextmanager
     def _lock(self) -> Iterator[None]:
@@ -308,124 +352,203 @@ class TelemetryStore:
             Columns ``timestamp`` (``datetime64[ns, UTC]``), ``component``, ``metric``,
             ``value``.
         """
-        start_ts, end_ts = _as_utc(start), _as_utc(end)
-        files = self._files(components, start_ts, end_ts)
-        if not files:
+        table = self.read_table(components, start, end, metrics)
+        if table.num_rows == 0:
             return _empty_long()
+        return table.cast(ROW_SCHEMA).to_pandas()
 
-        condition = None
-        if start_ts is not None:
-            condition = _and(condition, ds.field(TIMESTAMP) >= _ns_scalar(start_ts))
-        if end_ts is not None:
-            condition = _and(condition, ds.field(TIMESTAMP) <= _ns_scalar(end_ts))
-        if metrics is not None:
-            condition = _and(condition, ds.field(METRIC).isin(list(metrics)))
+    def read_table(
+        self,
+        components: Iterable[str] | None = None,
+        start: str | pd.Timestamp | None = None,
+        end: str | pd.Timestamp | None = None,
+        metrics: Iterable[str] | None = None,
+    ) -> pa.Table:
+        """Return stored rows as an Arrow table sorted by component, metric and timestamp.
 
-        dataset = ds.dataset(
-            [str(f) for f in files], format="parquet", schema=_dataset_schema(),
-            partitioning=ds.partitioning(PARTITION_SCHEMA, flavor="hive"),
-            partition_base_dir=str(self.root),
-        )
-        table = dataset.to_table(columns=list(LONG_COLUMNS), filter=condition)
-        table = table.sort_by([(COMPONENT, "ascending"), (METRIC, "ascending"),
-                               (TIMESTAMP, "ascending")])
-        return table.to_pandas()
+        Takes the same arguments as :meth:`read`. All part files are read in one
+        dataset scan with the filters pushed down.
+
+        Returns
+        -------
+        pyarrow.Table
+            Columns ``timestamp`` (``timestamp[ns, UTC]``), ``component`` and ``metric``
+            (``dictionary<int32, string>``) and ``value`` (``double``).
+        """
+        names = None if components is None else sorted({str(c) for c in components})
+        start_ts, end_ts = _as_utc(start), _as_utc(end)
+        condition = _condition(names, start_ts, end_ts, metrics)
+
+        tables = []
+        files = self._fleet_files(names, start_ts, end_ts)
+        if files:
+            tables.append(self._read_fleet(files, condition))
+        if store_legacy.has_legacy_layout(self.root):
+            legacy = store_legacy.legacy_files(
+                self.root, committed_markers(self.root), names,
+                start_ts.strftime("%Y-%m-%d") if start_ts is not None else None,
+                end_ts.strftime("%Y-%m-%d") if end_ts is not None else None,
+            )
+            if legacy:
+                tables.append(store_legacy.read_legacy(self.root, legacy, condition))
+
+        table = _concat(tables)
+        order = key_order(table)
+        if not order.is_identity():
+            table = table.take(order.order)
+        return table.set_column(
+            1, COMPONENT, pc.dictionary_encode(table.column(COMPONENT))
+        ).set_column(2, METRIC, pc.dictionary_encode(table.column(METRIC)))
 
     def components(self) -> list[str]:
         """Return the names of the components that have stored rows, sorted."""
-        committed = self._committed()
-        names = [
-            unquote(folder.name.partition("=")[2])
-            for folder in self._component_dirs(None)
-            if any(self._is_visible(p, committed) for p in folder.glob("date=*/part-*.parquet"))
-        ]
+        names = set(self._summaries()[COMPONENT])
+        if store_legacy.has_legacy_layout(self.root):
+            names |= store_legacy.legacy_components(self.root, committed_markers(self.root))
         return sorted(names)
 
     def last_timestamp(self, component: str) -> pd.Timestamp | None:
         """Return the latest stored timestamp of ``component``, or None if it has none."""
-        folder = self.root / f"{COMPONENT}={_encode(component)}"
-        committed = self._committed()
-        for date_dir in sorted(folder.glob("date=*"), reverse=True):
-            files = [
-                p for p in sorted(date_dir.glob("part-*.parquet"))
-                if self._is_visible(p, committed)
-            ]
-            if not files:
-                continue
-            table = ds.dataset([str(f) for f in files], format="parquet",
-                               schema=FILE_SCHEMA).to_table(columns=[TIMESTAMP])
-            latest = pc.max(table[TIMESTAMP]).as_py()
-            if latest is not None:
-                return pd.Timestamp(latest).tz_convert("UTC").as_unit("ns")
-        return None
-
-    def _stored_keys(self, rows: pd.DataFrame) -> pd.DataFrame:
-        """Return the stored rows in the partitions that ``rows`` touch."""
-        days = rows[TIMESTAMP].to_numpy(dtype="datetime64[ns]").astype(np.int64) // NS_PER_DAY
-        touched = pd.DataFrame({COMPONENT: rows[COMPONENT].to_numpy(), "_day": days})
-        files: list[Path] = []
-        committed = self._committed()
-        for component, day in touched.drop_duplicates().itertuples(index=False):
-            date = pd.Timestamp(int(day) * NS_PER_DAY, unit="ns").strftime("%Y-%m-%d")
-            folder = self._partition_dir(str(component), date)
-            files.extend(
-                p for p in sorted(folder.glob("part-*.parquet"))
-                if self._is_visible(p, committed)
+        summaries = self._summaries()
+        latest = summaries.loc[summaries[COMPONENT] == component, LAST_TIMESTAMP].max()
+        candidates = [] if pd.isna(latest) else [pd.Timestamp(latest)]
+        if store_legacy.has_legacy_layout(self.root):
+            legacy = store_legacy.legacy_last_timestamp(
+                self.root, committed_markers(self.root), component
             )
-        if not files:
-            return _empty_long()
-        dataset = ds.dataset(
-            [str(f) for f in files], format="parquet", schema=_dataset_schema(),
-            partitioning=ds.partitioning(PARTITION_SCHEMA, flavor="hive"),
-            partition_base_dir=str(self.root),
-        )
-        return dataset.to_table(columns=list(LONG_COLUMNS)).to_pandas()
+            if legacy is not None:
+                candidates.append(legacy)
+        if not candidates:
+            return None
+        return max(candidates).tz_convert("UTC").as_unit("ns")
 
-    def _files(
+    def _summaries(self) -> pd.DataFrame:
+        """Return the summary rows of all committed transactions.
+
+        Each marker is read once per store object; markers never change once committed.
+        """
+        markers = committed_markers(self.root)
+        for transaction, size in markers.items():
+            if size and transaction not in self._summary_cache:
+                path = self.root / COMMITS_DIR / transaction
+                self._summary_cache[transaction] = pq.read_table(path).to_pandas()
+        frames = [self._summary_cache[t] for t in markers if t in self._summary_cache]
+        if not frames:
+            return _summary_table([]).to_pandas()
+        return pd.concat(frames, ignore_index=True)
+
+    def _fleet_files(
         self,
-        components: Iterable[str] | None,
+        components: list[str] | None,
         start: pd.Timestamp | None,
         end: pd.Timestamp | None,
-    ) -> list[Path]:
-        """List part files, pruning partitions by component and by day."""
-        first_day = start.strftime("%Y-%m-%d") if start is not None else None
-        last_day = end.strftime("%Y-%m-%d") if end is not None else None
-        files: list[Path] = []
-        committed = self._committed()
-        for folder in self._component_dirs(components):
-            for date_dir in sorted(folder.glob("date=*")):
-                date = date_dir.name.partition("=")[2]
-                if first_day is not None and date < first_day:
-                    continue
-                if last_day is not None and date > last_day:
-                    continue
-                files.extend(
-                    p for p in sorted(date_dir.glob("part-*.parquet"))
-                    if self._is_visible(p, committed)
-                )
-        return files
+    ) -> list[str]:
+        """List the committed part files with rows of ``components`` in [start, end]."""
+        summaries = self._summaries()
+        selected = np.ones(len(summaries), dtype=bool)
+        if components is not None:
+            selected &= summaries[COMPONENT].isin(components).to_numpy()
+        if start is not None:
+            selected &= (summaries[LAST_TIMESTAMP] >= start).to_numpy()
+        if end is not None:
+            selected &= (summaries[FIRST_TIMESTAMP] <= end).to_numpy()
+        return sorted(set(summaries.loc[selected, FILE]))
 
-    def _component_dirs(self, components: Iterable[str] | None) -> list[Path]:
-        if not self.root.is_dir():
-            return []
-        if components is None:
-            return sorted(p for p in self.root.glob(f"{COMPONENT}=*") if p.is_dir())
-        folders = (self.root / f"{COMPONENT}={_encode(name)}" for name in components)
-        return [p for p in folders if p.is_dir()]
-
-    def _partition_dir(self, component: str, date: str) -> Path:
-        return self.root / f"{COMPONENT}={_encode(component)}" / f"{DATE}={date}"
+    def _read_fleet(self, files: list[str], condition: ds.Expression | None) -> pa.Table:
+        dataset = ds.dataset(
+            [str(self.root / name) for name in files], format="parquet",
+            schema=FLEET_FILE_SCHEMA,
+        )
+        return dataset.to_table(columns=list(LONG_COLUMNS), filter=condition)
 
 
 # --- helpers --------------------------------------------------------------------------
 
 
-def _encode(name: str) -> str:
-    return quote(name, safe="")
+def _input_table(
+    rows: pd.DataFrame | pa.Table,
+) -> tuple[pa.Table, Callable[..., pd.DataFrame]]:
+    """Check and convert append input to a row table; return it and a pandas view.
+
+    The pandas view, called with a row count, returns the first rows of the input as
+    given, with all its columns; it is built only when needed.
+    """
+    if isinstance(rows, pa.Table):
+        missing = [column for column in LONG_COLUMNS if column not in rows.column_names]
+        if missing:
+            raise ValueError(
+                f"rows: missing columns {missing}; expected {list(LONG_COLUMNS)}, "
+                f"got {rows.column_names}"
+            )
+        time_type = rows.schema.field(TIMESTAMP).type
+        if not pa.types.is_timestamp(time_type) or time_type.tz is None:
+            raise TypeError(
+                f"rows: column 'timestamp' must be timezone-aware, got type {time_type}"
+            )
+
+        def table_frame(n_rows: int | None = None) -> pd.DataFrame:
+            head = rows if n_rows is None else rows.slice(0, n_rows)
+            return head.to_pandas()
+
+        return as_row_table(rows), table_frame
+
+    frame = normalise_input(rows)
+
+    def given_frame(n_rows: int | None = None) -> pd.DataFrame:
+        return rows if n_rows is None else rows.iloc[:n_rows]
+
+    return pa.Table.from_pandas(frame, schema=ROW_SCHEMA, preserve_index=False), given_frame
 
 
-def _dataset_schema() -> pa.Schema:
-    return pa.schema([*FILE_SCHEMA, *PARTITION_SCHEMA])
+def _sorted_rows(frame: pd.DataFrame) -> pa.Table:
+    table = pa.Table.from_pandas(frame[list(LONG_COLUMNS)], schema=ROW_SCHEMA,
+                                 preserve_index=False)
+    order = key_order(table)
+    return table if order.is_identity() else table.take(order.order)
+
+
+def _summary_table(parts: list[pa.Table]) -> pa.Table:
+    schema = pa.schema(
+        [
+            pa.field(COMPONENT, pa.string()),
+            pa.field(FIRST_TIMESTAMP, pa.timestamp("ns", tz="UTC")),
+            pa.field(LAST_TIMESTAMP, pa.timestamp("ns", tz="UTC")),
+            pa.field("rows", pa.int64()),
+            pa.field(DATE, pa.string()),
+            pa.field(FILE, pa.string()),
+        ]
+    )
+    if not parts:
+        return schema.empty_table()
+    return pa.concat_tables(parts).cast(schema)
+
+
+def _concat(tables: list[pa.Table]) -> pa.Table:
+    if not tables:
+        return _empty_rows()
+    return pa.concat_tables([as_row_table(t) for t in tables])
+
+
+def _empty_rows() -> pa.Table:
+    return ROW_SCHEMA.empty_table()
+
+
+def _condition(
+    components: list[str] | None,
+    start: pd.Timestamp | None,
+    end: pd.Timestamp | None,
+    metrics: Iterable[str] | None,
+) -> ds.Expression | None:
+    condition = None
+    if components is not None:
+        condition = _and(condition, ds.field(COMPONENT).isin(components))
+    if start is not None:
+        condition = _and(condition, ds.field(TIMESTAMP) >= _ns_scalar(start))
+    if end is not None:
+        condition = _and(condition, ds.field(TIMESTAMP) <= _ns_scalar(end))
+    if metrics is not None:
+        condition = _and(condition, ds.field(METRIC).isin([str(m) for m in metrics]))
+    return condition
 
 
 def _and(left: ds.Expression | None, right: ds.Expression) -> ds.Expression:
@@ -456,74 +579,16 @@ def _empty_long() -> pd.DataFrame:
     )
 
 
-def _normalise_input(rows: pd.DataFrame) -> pd.DataFrame:
-    missing = [column for column in LONG_COLUMNS if column not in rows.columns]
-    if missing:
-        raise ValueError(
-            f"rows: missing columns {missing}; expected {list(LONG_COLUMNS)}, "
-            f"got {list(rows.columns)}"
-        )
-    if not isinstance(rows[TIMESTAMP].dtype, pd.DatetimeTZDtype):
-        raise TypeError(
-            f"rows: column 'timestamp' must be timezone-aware, got dtype {rows[TIMESTAMP].dtype!r}"
-        )
-    frame = rows[list(LONG_COLUMNS)].reset_index(drop=True)
-    frame[TIMESTAMP] = frame[TIMESTAMP].dt.tz_convert("UTC").astype("datetime64[ns, UTC]")
-    frame[COMPONENT] = frame[COMPONENT].astype(str)
-    frame[METRIC] = frame[METRIC].astype(str)
-    frame[VALUE] = frame[VALUE].astype("float64")
-    return frame
-
-
-def _lookup_stored(candidates: pd.DataFrame, stored: pd.DataFrame) -> np.ndarray:
-    """Return, per candidate row, the stored value of its key, or NaN if none is stored."""
-    if stored.empty:
-        return np.full(len(candidates), np.nan)
-    stored = stored.astype({COMPONENT: str, METRIC: str}).drop_duplicates(KEY_COLUMNS)
-    merged = candidates[KEY_COLUMNS].merge(
-        stored.rename(columns={VALUE: KEPT_VALUE}), on=KEY_COLUMNS, how="left",
-        validate="many_to_one",
-    )
-    return merged[KEPT_VALUE].to_numpy(dtype="float64", na_value=np.nan)
-
-
-def _conflicts(
-    rows: pd.DataFrame,
-    candidates: pd.DataFrame,
-    against_store: np.ndarray,
-    stored_value: np.ndarray,
-    new: pd.DataFrame,
-    repeated_key: np.ndarray,
-) -> pd.DataFrame:
-    """Collect conflicting rows with their original columns, a reason and the kept value."""
-    original = rows.reset_index(drop=True)
-    first_in_input = new.groupby(KEY_COLUMNS, sort=False)[VALUE].transform("first")
-
-    positions = np.concatenate([candidates.index[against_store], new.index[repeated_key]])
-    kept = np.concatenate([stored_value[against_store], first_in_input.to_numpy()[repeated_key]])
-    order = np.argsort(positions, kind="stable")
-
-    conflicts = original.iloc[positions[order]].reset_index(drop=True)
-    conflicts[REASON] = REASON_CONFLICT
-    conflicts[KEPT_VALUE] = kept[order]
-    return conflicts
-
-
-def _empty_conflicts(rows: pd.DataFrame) -> pd.DataFrame:
-    conflicts = rows.iloc[0:0].copy()
-    conflicts[REASON] = pd.Series([], dtype=object)
-    conflicts[KEPT_VALUE] = pd.Series([], dtype="float64")
-    return conflicts
-
-
 def _write_atomically(
     table: pa.Table, folder: Path, transaction: str, written: list[Path]
 ) -> Path:
     """Write one part file of a transaction so that readers never see it half-written.
 
     The file is written under a name starting with ".", which part-file globs skip, then
-    synced and renamed: ``os.replace`` is atomic on POSIX file systems. The final path
-    is added to ``written`` before the rename, so a rollback can remove it.
+    synced and renamed. The final path is added to ``written`` before the rename, so a
+    rollback can remove it. Component and metric are dictionary-encoded in the file;
+    the Arrow schema is not stored, so readers see them as strings and can use the
+    row-group statistics of those columns to skip row groups.
     """
     folder.mkdir(parents=True, exist_ok=True)
     name = f"part-{transaction}-{uuid.uuid4().hex}.parquet"
@@ -532,21 +597,17 @@ def _write_atomically(
     written.append(final)
     try:
         with temporary.open("wb") as handle:
-            pq.write_table(table, handle)
+            pq.write_table(
+                table, handle, row_group_size=ROW_GROUP_ROWS,
+                use_dictionary=[COMPONENT, METRIC], store_schema=False,
+            )
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(temporary, final)
     except BaseException:
         temporary.unlink(missing_ok=True)
         raise
-    _sync_folder(folder)
+    sync_folder(folder)
     return final
 
 
-def _sync_folder(folder: Path) -> None:
-    """Flush the folder entry of a renamed file, so the rename survives a power loss."""
-    descriptor = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(descriptor)
-    finally:
-        os.close(descriptor)

@@ -1,7 +1,8 @@
 """An ingest killed with SIGKILL at any point leaves the telemetry store as it was.
 
 Each test runs a real ingest in a subprocess that sends itself SIGKILL at a chosen point
-(after some part files are in place, while writing the quarantine file, just before the
+(after some of its 15 part files, one per new day, are in place, while writing the
+quarantine file, just before the
 commit), then checks that the store reads exactly what it read before.
 """
 
@@ -121,8 +122,8 @@ def _snapshot(settings) -> pd.DataFrame:
     ("point", "count"),
     [
         ("after_part_file", 1),
+        ("after_part_file", 8),
         ("after_part_file", 15),
-        ("after_part_file", 30),
         ("writing_quarantine", 1),
         ("before_commit", 1),
     ],

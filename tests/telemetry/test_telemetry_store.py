@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pandas as pd
 import pyarrow.dataset as ds
+import pyarrow.parquet as pq
 import pytest
 
 from predictor.telemetry import TelemetryStore
@@ -23,7 +24,7 @@ def _rows(times: list[str], component: str = "gpu-1", metric: str = "temp",
 
 
 def _part_files(root: Path) -> list[Path]:
-    return sorted(root.glob("component=*/date=*/part-*.parquet"))
+    return sorted(root.glob("date=*/part-*.parquet"))
 
 
 def test_append_read_round_trip(tmp_path):
@@ -46,19 +47,23 @@ def test_append_read_round_trip(tmp_path):
     assert stored["value"].tolist() == [5.5, 300.0, 1.0, 2.0]
 
 
-def test_hive_layout_one_folder_per_day(tmp_path):
+def test_layout_one_file_per_append_and_day(tmp_path):
     store = TelemetryStore(tmp_path)
-    store.append(_rows(["2026-06-01T23:59Z", "2026-06-02T00:00Z"], component="node@rack:7"))
+    store.append(pd.concat([
+        _rows(["2026-06-01T23:59Z", "2026-06-02T00:00Z"], component="node@rack:7"),
+        _rows(["2026-06-01T23:58Z"], component="gpu-2"),
+    ]))
 
-    folders = sorted(f.parent.relative_to(tmp_path).as_posix() for f in _part_files(tmp_path))
-    assert folders == [
-        "component=node%40rack%3A7/date=2026-06-01",
-        "component=node%40rack%3A7/date=2026-06-02",
-    ]
-    # Other tools read the same layout with hive partitioning and decode the name.
+    files = [f.relative_to(tmp_path).as_posix() for f in _part_files(tmp_path)]
+    assert [f.rpartition("/")[0] for f in files] == ["date=2026-06-01", "date=2026-06-02"]
+    first_day = pq.read_table(tmp_path / files[0])
+    assert first_day.column_names == ["component", "metric", "timestamp", "value"]
+    assert first_day.column("component").to_pylist() == ["gpu-2", "node@rack:7"]
+    # Other tools read the same layout with hive partitioning; _commits is skipped.
     table = ds.dataset(tmp_path, format="parquet", partitioning="hive").to_table()
-    assert set(table.column("component").to_pylist()) == {"node@rack:7"}
-    assert store.components() == ["node@rack:7"]
+    assert table.num_rows == 3
+    assert set(table.column("component").to_pylist()) == {"node@rack:7", "gpu-2"}
+    assert store.components() == ["gpu-2", "node@rack:7"]
 
 
 def test_reappend_adds_no_rows(tmp_path):
