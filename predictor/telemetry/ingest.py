@@ -16,9 +16,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 
 from predictor.config import Settings, SourceConfig
 from predictor.exceptions import PredictorError
+from predictor.telemetry.long_parquet import read_clean_long_parquet
 from predictor.telemetry.readers import RAW_VALUE, REASON, SOURCE_ROW, read_source
 from predictor.telemetry.schema import COMPONENT, METRIC, TIMESTAMP, VALUE
 from predictor.telemetry.store import AppendResult, TelemetryStore
@@ -115,6 +118,10 @@ def ingest_source(
     """
     store = store if store is not None else TelemetryStore(settings.telemetry_dir)
 
+    clean = read_clean_long_parquet(source, settings)
+    if clean is not None:
+        return _ingest_clean_table(source, settings, store, clean)
+
     raw = read_source(source)
     good, invalid = validate(raw.rows, settings)
 
@@ -146,7 +153,55 @@ def ingest_source(
         train_until=split_time(source, raw.rows),
     )
     _check_accounting(summary)
+    _log_summary(summary)
+    return summary
 
+
+def _ingest_clean_table(
+    source: SourceConfig, settings: Settings, store: TelemetryStore, rows: pa.Table
+) -> IngestSummary:
+    """Store rows that passed every check, from :func:`read_clean_long_parquet`.
+
+    Only conflicts with stored rows or between rows of the file can be quarantined.
+    """
+    quarantined: dict[str, object] = {}
+
+    def write_quarantine(appended: AppendResult) -> None:
+        frame = _quarantine_frame(appended.conflicts)
+        quarantined["frame"] = frame
+        quarantined["file"] = _write_quarantine(frame, source, settings.quarantine_dir)
+
+    appended = store.append(rows, before_commit=write_quarantine)
+    quarantine: pd.DataFrame = quarantined["frame"]  # type: ignore[assignment]
+
+    times = rows.column(TIMESTAMP)
+    first, last = (pd.Timestamp(bound.value, tz="UTC") if bound.is_valid else None
+                   for bound in pc.min_max(times).values())
+    train_until = None
+    if source.role != "replay" and rows.num_rows:
+        train_until = split_time(
+            source, rows.select([TIMESTAMP, SOURCE_ROW]).to_pandas()
+        )
+    summary = IngestSummary(
+        source=source.name,
+        path=Path(str(source.path)),
+        rows_read=rows.num_rows,
+        written=appended.written,
+        quarantined=len(quarantine),
+        duplicates=appended.duplicates,
+        components=sorted(pc.unique(rows.column(COMPONENT).cast(pa.string())).to_pylist()),
+        first_timestamp=first,
+        last_timestamp=last,
+        quarantine_file=quarantined["file"],  # type: ignore[arg-type]
+        reasons=dict(Counter(quarantine[REASON].tolist())),
+        train_until=train_until,
+    )
+    _check_accounting(summary)
+    _log_summary(summary)
+    return summary
+
+
+def _log_summary(summary: IngestSummary) -> None:
     logger.info(
         "ingest %s from %s: %d rows read, %d written, %d quarantined, %d duplicates, "
         "%d components, quarantine file %s",
@@ -154,7 +209,6 @@ def ingest_source(
         summary.quarantined, summary.duplicates, len(summary.components),
         summary.quarantine_file or "(none: no row was quarantined)",
     )
-    return summary
 
 
 def split_time(source: SourceConfig, rows: pd.DataFrame) -> pd.Timestamp | None:

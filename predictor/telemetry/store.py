@@ -488,6 +488,11 @@ def _input_table(
 
         def table_frame(n_rows: int | None = None) -> pd.DataFrame:
             head = rows if n_rows is None else rows.slice(0, n_rows)
+            for index, field in enumerate(head.schema):
+                if pa.types.is_dictionary(field.type):
+                    head = head.set_column(
+                        index, field.name, head.column(index).cast(field.type.value_type)
+                    )
             return head.to_pandas()
 
         return as_row_table(rows), table_frame
