@@ -18,6 +18,7 @@ from predictor.telemetry import (
     split_time,
     validate,
 )
+from predictor.telemetry.long_parquet import read_clean_long_parquet
 from predictor.telemetry.store import REASON_CONFLICT
 from predictor.telemetry.validate import (
     REASON_INVALID_METRIC,
@@ -241,3 +242,35 @@ def test_split_time_train_and_replay(nab_slice):
     assert train == rows["timestamp"].max() + pd.Timedelta(1, unit="ns")
     assert (rows["timestamp"] < train).all()
     assert split_time(_nab_source(nab_slice, role="replay"), rows) is None
+
+
+def test_long_parquet_fast_path_matches_csv(tmp_path, make_settings):
+    rows = pd.DataFrame({
+        "timestamp": pd.to_datetime(
+            ["2026-06-01T00:01Z", "2026-06-01T00:00Z", "2026-06-01T00:00Z", "2026-06-01T00:00Z"]
+        ),
+        "component": ["gpu-2", "gpu-1", "gpu-1", "gpu-1"],
+        "metric": ["temp", "temp", "temp", "power"],
+        "value": [61.0, 60.0, 65.0, 300.0],
+    })
+    parquet, csv = tmp_path / "fleet.parquet", tmp_path / "fleet.csv"
+    rows.to_parquet(parquet, index=False)
+    rows.assign(timestamp=rows["timestamp"].dt.strftime("%Y-%m-%dT%H:%M:%SZ")).to_csv(
+        csv, index=False
+    )
+    settings = make_settings()
+    assert read_clean_long_parquet(SourceConfig(name="p", format="long", path=parquet),
+                                   settings) is not None
+    from_parquet = ingest_source(SourceConfig(name="p", format="long", path=parquet), settings,
+                                 TelemetryStore(tmp_path / "p"))
+    from_csv = ingest_source(SourceConfig(name="c", format="long", path=csv), settings,
+                             TelemetryStore(tmp_path / "c"))
+
+    counts = ("rows_read", "written", "quarantined", "duplicates", "components",
+              "first_timestamp", "last_timestamp", "reasons")
+    assert [getattr(from_parquet, k) for k in counts] == [getattr(from_csv, k) for k in counts]
+    assert from_parquet.reasons == {REASON_CONFLICT: 1}
+    quarantine = pd.read_csv(from_parquet.quarantine_file)
+    assert quarantine["source_row"].tolist() == [3]
+    pd.testing.assert_frame_equal(TelemetryStore(tmp_path / "p").read(),
+                                  TelemetryStore(tmp_path / "c").read())

@@ -2,8 +2,7 @@
 
 Each test runs a real ingest in a subprocess that sends itself SIGKILL at a chosen point
 (after some of its 15 part files, one per new day, are in place, while writing the
-quarantine file, just before the
-commit), then checks that the store reads exactly what it read before.
+quarantine file, just before the commit), then checks that the store reads exactly what it read before.
 """
 
 from __future__ import annotations

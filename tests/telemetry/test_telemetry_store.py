@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pandas as pd
+import pyarrow as pa
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 import pytest
@@ -184,3 +185,92 @@ def test_partial_temporary_file_ignored(tmp_path):
     assert store.read()["value"].tolist() == [0.0]
     assert store.append(_rows(["2026-06-01T00:00Z"])).duplicates == 1
     assert store.last_timestamp("gpu-1") == pd.Timestamp("2026-06-01T00:00Z")
+
+
+def _write_legacy_partition(root: Path, component: str, times: list[str],
+                            values: list[float]) -> None:
+    """Write a part file in the per-component layout that older stores used."""
+    folder = root / f"component={component}" / f"date={times[0][:10]}"
+    folder.mkdir(parents=True)
+    table = pa.table({
+        "timestamp": pa.array(pd.to_datetime(times, utc=True), pa.timestamp("ns", tz="UTC")),
+        "metric": ["temp"] * len(times),
+        "value": values,
+    })
+    pq.write_table(table, folder / "part-0123456789abcdef0123456789abcdef.parquet")
+
+
+def test_store_with_both_layouts(tmp_path):
+    _write_legacy_partition(tmp_path, "old-1", ["2026-06-01T00:00Z", "2026-06-01T00:01Z"],
+                            [1.0, 2.0])
+    store = TelemetryStore(tmp_path)
+    result = store.append(pd.concat([
+        _rows(["2026-06-01T00:01Z", "2026-06-01T00:02Z"], component="old-1", values=[2.0, 3.0]),
+        _rows(["2026-06-01T00:00Z"], component="new-1", values=[7.0]),
+    ]))
+
+    assert (result.written, result.duplicates) == (2, 1)
+    stored = store.read()
+    assert stored["component"].tolist() == ["new-1", "old-1", "old-1", "old-1"]
+    assert stored["value"].tolist() == [7.0, 1.0, 2.0, 3.0]
+    assert store.components() == ["new-1", "old-1"]
+    assert store.last_timestamp("old-1") == pd.Timestamp("2026-06-01T00:02Z")
+    assert store.read(components=["old-1"], end="2026-06-01T00:00Z")["value"].tolist() == [1.0]
+
+
+def test_read_table_types_and_order(tmp_path):
+    store = TelemetryStore(tmp_path)
+    store.append(_rows(["2026-06-01T00:01Z"], component="b", values=[1.0]))
+    store.append(_rows(["2026-06-01T00:00Z", "2026-06-01T00:02Z"], component="a"))
+    table = store.read_table(start="2026-06-01T00:00Z", end="2026-06-01T00:01Z")
+
+    assert table.column_names == ["timestamp", "component", "metric", "value"]
+    assert pa.types.is_dictionary(table.schema.field("component").type)
+    assert pa.types.is_dictionary(table.schema.field("metric").type)
+    assert table.column("component").to_pylist() == ["a", "b"]
+    assert table.column("value").to_pylist() == [0.0, 1.0]
+
+
+def test_row_groups_skipped_for_one_component(tmp_path, monkeypatch):
+    monkeypatch.setattr("predictor.telemetry.store.ROW_GROUP_ROWS", 10)
+    store = TelemetryStore(tmp_path)
+    store.append(pd.concat(
+        [_rows([f"2026-06-01T00:{m:02d}Z" for m in range(10)], component=f"c{i:02d}")
+         for i in range(20)]
+    ))
+    fragment = next(ds.dataset(_part_files(tmp_path), format="parquet").get_fragments())
+
+    assert fragment.num_row_groups == 20
+    assert fragment.subset(filter=ds.field("component") == "c07").num_row_groups == 1
+    assert store.read(components=["c07"])["component"].unique().tolist() == ["c07"]
+
+
+def test_newer_rows_read_no_part_file(tmp_path, monkeypatch):
+    store = TelemetryStore(tmp_path)
+    store.append(_rows(["2026-06-01T00:00Z", "2026-06-01T00:01Z"]))
+    opened = []
+    original = TelemetryStore._read_fleet
+
+    def recording(self, files, condition):
+        opened.extend(files)
+        return original(self, files, condition)
+
+    monkeypatch.setattr(TelemetryStore, "_read_fleet", recording)
+    newer = store.append(_rows(["2026-06-01T00:02Z"], values=[5.0]))
+    assert newer.written == 1
+    assert opened == []
+
+    overlapping = store.append(_rows(["2026-06-01T00:01Z"], values=[1.0]))
+    assert overlapping.duplicates == 1
+    assert len(opened) == 1
+
+
+def test_components_and_last_timestamp_read_markers_only(tmp_path):
+    store = TelemetryStore(tmp_path)
+    store.append(_rows(["2026-06-01T00:00Z", "2026-06-02T05:00Z"], component="a"))
+    for path in _part_files(tmp_path):
+        path.write_bytes(b"not parquet")
+
+    fresh = TelemetryStore(tmp_path)
+    assert fresh.components() == ["a"]
+    assert fresh.last_timestamp("a") == pd.Timestamp("2026-06-02T05:00Z")
