@@ -10,6 +10,7 @@ import sqlite3
 from pathlib import Path
 
 import pandas as pd
+import pyarrow.parquet as pq
 import pytest
 
 from predictor.telemetry import TelemetryStore
@@ -158,8 +159,14 @@ def test_scoring_rerun_and_shards_agree(fleet_copy, tmp_path, dag_runner, monkey
 
 def test_failed_shard_reported_others_publish(fleet_copy, dag_runner, capfd):
     # Damage the newest telemetry file of machine-temperature, as a torn write would.
-    folder = fleet_copy / "telemetry" / "component=machine-temperature"
-    newest = sorted(folder.glob("date=*/part-*.parquet"))[-1]
+    # Each source is ingested on its own, so its files hold only that component.
+    files = sorted((fleet_copy / "telemetry").glob("date=*/part-*.parquet"))
+    owned = [
+        path for path in files
+        if pq.read_table(path, columns=["component"]).column(0).unique().to_pylist()
+        == ["machine-temperature"]
+    ]
+    newest = owned[-1]
     newest.write_bytes(b"not a parquet file")
 
     run = dag_runner.run("risk_scoring", dag_runner.scoring_date, {"shard_size": 1})
