@@ -53,7 +53,7 @@ NOISE_SD = 0.001
 NOISE_LIMIT = 0.003
 
 #: Metric of :func:`fleet_series` and of the threshold :func:`write_fleet_config` writes:
-#: ``cpu_r`` on SMD components, the first column on ASD ones. Both change at most steps.
+#: ``cpu_r`` on SMD components, the first column on ASD ones. Both change value on most steps.
 SERIES_METRIC = "m00"
 
 #: Quantile of :data:`SERIES_METRIC` over the fleet used as its ``above`` threshold.
@@ -111,7 +111,7 @@ class SourceServer:
 
 @dataclass(frozen=True)
 class FleetPlan:
-    """Which source rows each component replays.
+    """The source rows each component replays.
 
     Attributes
     ----------
@@ -227,7 +227,9 @@ def _perturbed(source: np.ndarray, columns: list[int], seed: int, noise_stream: 
     noise_rng = np.random.default_rng([seed, noise_stream])
     noise = noise_rng.standard_normal(source.shape, dtype=np.float32)
     noise *= NOISE_SD
-    np.clip(noise, -NOISE_LIMIT, NOISE_LIMIT, out=noise)
+    # The float32 nearest NOISE_LIMIT is above it; clip to the one just below instead.
+    limit = np.nextafter(np.float32(NOISE_LIMIT), np.float32(0))
+    np.clip(noise, -limit, limit, out=noise)
     source += noise
     return source
 
