@@ -39,10 +39,11 @@ LOWER_BOUND = float(np.sqrt(np.finfo(float).eps))
 DAMPING_BOUNDS = (0.8, 0.995)
 
 # Coarse grid in unit coordinates, per parameter.
-_GRID_TREND = (np.linspace(0.0, 1.0, 3), np.array([0.0, 0.5]), np.array([0.0, 1.0]))
+_GRID_TREND = (np.linspace(0.0, 1.0, 5), np.array([0.0, 0.5, 1.0]), np.array([0.0, 0.5, 1.0]))
 _GRID_SIMPLE = (np.linspace(0.0, 1.0, 5),)
-# Compass rounds before and after the initial state is solved again.
-_COMPASS_ROUNDS = {True: (4, 4), False: (3, 3)}
+_COMPASS_ROUNDS = {True: 8, False: 6}
+# Step factor after a move; a ridge, such as beta against alpha, needs longer strides.
+_EXPAND = 1.5
 # Series per block in the compass search; bounds the working arrays to a few MiB.
 _BLOCK_SERIES = 2048
 
@@ -94,10 +95,11 @@ def fit_least_squares(values: np.ndarray, *, trend: bool, min_alpha: float) -> B
     unit, sse, start = _coarse_grid(centred, trend, min_alpha)
     axes = _GRID_TREND if trend else _GRID_SIMPLE
     step = np.tile([0.5 * (axis[1] - axis[0]) for axis in axes], (len(unit), 1))
-    for rounds in _COMPASS_ROUNDS[trend]:
-        unit, sse, step = _compass_search(by_time, unit, sse, start, step, rounds, trend, min_alpha)
-        alpha, beta, phi = _unit_to_params(unit, trend, min_alpha)
-        sse, start = _profile_start(by_time, alpha, beta, phi, trend)
+    unit, sse, step = _compass_search(
+        by_time, unit, sse, start, step, _COMPASS_ROUNDS[trend], trend, min_alpha
+    )
+    alpha, beta, phi = _unit_to_params(unit, trend, min_alpha)
+    sse, start = _profile_start(by_time, alpha, beta, phi, trend)
     return BatchFit(
         alpha=alpha,
         beta=beta,
@@ -202,6 +204,7 @@ def _compass_search(
     n_series, dims = unit.shape
     directions = np.concatenate([np.eye(dims), -np.eye(dims)])
     unit, sse, step = unit.copy(), sse.copy(), step.copy()
+    step_cap = step.max(axis=0)
     for _ in range(rounds):
         candidates = np.clip(unit[:, None, :] + directions[None] * step[:, None, :], 0.0, 1.0)
         alpha, beta, phi = _unit_to_params(candidates, trend, min_alpha)
@@ -211,6 +214,7 @@ def _compass_search(
         improved = candidate_sse[rows, best] < sse * (1.0 - 1e-12)
         unit[improved] = candidates[rows[improved], best[improved]]
         sse[improved] = candidate_sse[rows[improved], best[improved]]
+        step[improved] = np.minimum(step[improved] * _EXPAND, step_cap)
         step[~improved] *= 0.5
     return unit, sse, step
 

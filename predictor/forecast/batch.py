@@ -284,7 +284,7 @@ def forecast_paths_batch(
     if len(infinite):
         row, step = infinite[0]
         raise ValueError(
-            f"histories: expected finite values or NaN, got {histories[row, step]!r} in row "
+            f"histories: expected finite values or NaN, got {float(histories[row, step])!r} in row "
             f"{row} at step {step}"
         )
     for forecaster in forecasters:

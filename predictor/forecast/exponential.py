@@ -728,9 +728,9 @@ def _validate_series(
             f"{index[infinite[0]]}"
         )
     if regular and len(index) > 2:
-        steps = np.unique(_nanoseconds(index[1:] - index[:-1]))
-        if len(steps) > 1:
-            found = [str(pd.Timedelta(int(step))) for step in steps[:3]]
+        steps = np.diff(index.to_numpy(dtype="datetime64[ns]").astype(np.int64))
+        if np.any(steps != steps[0]):
+            found = [str(pd.Timedelta(int(step))) for step in np.unique(steps)[:3]]
             raise ValueError(
                 f"{where} ({name}): expected a regular grid with one fixed step, got steps "
                 f"{found}; resample to the grid first and leave NaN for missing points"
