@@ -140,7 +140,7 @@ def _fit_peer(train: np.ndarray) -> tuple[np.ndarray, float]:
 
 
 def _tail_forecast(forecaster) -> np.ndarray:
-    """Return the forecaster's unclipped mean forecast 1..TAIL_STEPS steps ahead."""
+    """Return the unclipped mean forecast for 1 to TAIL_STEPS steps ahead."""
     params = forecaster._params()
     return forecaster.level_ + damped_trend_sums(params.phi, TAIL_STEPS) * forecaster.trend_
 

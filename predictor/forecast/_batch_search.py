@@ -292,7 +292,7 @@ def _profile_start(
         level = prediction + alpha3 * error
         slope = damped + alpha_beta3 * error
     k = 3 if trend else 2
-    # The free errors are -G, so e0' G and G' G carry a sign on the cross terms only.
+    # The free errors are -G, so only the cross terms e0' G change sign.
     sse, start = _best_start(products[:, 0, 0], -products[:, 0, 1:k], products[:, 1:k, 1:k])
     full = np.zeros((n_series, 2))
     full[:, : k - 1] = start

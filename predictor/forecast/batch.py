@@ -304,7 +304,7 @@ def forecast_paths_batch(
 def _forecast_group(
     forecasters: list[DegradationForecaster], histories: np.ndarray, season_steps: int
 ) -> dict[str, np.ndarray]:
-    """:func:`forecast_paths_batch` for forecasters with one season length and horizon."""
+    """Run forecast_paths_batch for forecasters with one season length and horizon."""
     n_series, n_steps = histories.shape
     horizon = forecasters[0].horizon_steps
     params = [forecaster._params() for forecaster in forecasters]
