@@ -27,14 +27,17 @@ import pandas as pd
 from scipy.special import ndtr
 from sklearn.utils.validation import check_is_fitted
 
-from predictor.forecast._batch_search import fit_least_squares
+from predictor.forecast._batch_kernels import fitted_paths, robust_sigmas
+from predictor.forecast._batch_search import _fit_rows, fit_least_squares
 from predictor.forecast._recursion import SmoothingParams, SmoothingState, damped_trend_sums
 from predictor.forecast.exponential import (
     PATH_COLUMNS,
     DegradationForecaster,
     FitInput,
+    _series_name,
     implausible_forecast,
     min_level_smoothing,
+    plausible_range,
     prepare_fit_input,
     warn_simple_fallback,
 )
@@ -44,6 +47,8 @@ logger = logging.getLogger(__name__)
 # Below this many observations statsmodels starts from different initial values; such
 # short series are fitted one by one.
 MIN_BATCH_OBSERVATIONS = 10
+# The seasonal state of every non-seasonal model; nothing writes to it.
+_NO_SEASON = np.empty(0)
 
 
 def fit_forecasters(
@@ -101,9 +106,9 @@ def fit_forecasters(
     ]
     batches: dict[tuple[str, int], list[tuple[int, FitInput]]] = defaultdict(list)
     one_by_one: dict[str, list[int]] = defaultdict(list)
-    for position, (forecaster, y) in enumerate(zip(forecasters, series, strict=True)):
+    inputs = _prepare_inputs(series)
+    for position, (forecaster, data) in enumerate(zip(forecasters, inputs, strict=True)):
         forecaster._validate_params()
-        data = prepare_fit_input(y)
         route = _batch_route(forecaster, data)
         if route in ("damped_trend", "simple"):
             batches[(route, len(data.filled))].append((position, data))
@@ -147,6 +152,50 @@ def fit_forecasters(
     return forecasters
 
 
+def _prepare_inputs(series: Sequence[pd.Series]) -> list[FitInput]:
+    """Validate each series and pick its stretch to fit on, as :func:`prepare_fit_input` does.
+
+    Fleet series usually share one index object. The first series with an index is
+    validated in full; a later one with the same index object and only finite values
+    needs just its values checked, and its stretch is all of it.
+    """
+    inputs = []
+    validated: dict[int, FitInput] = {}
+    for y in series:
+        # The series in ``series`` keep their indexes alive, so no id is reused here.
+        known = validated.get(id(y.index)) if isinstance(y, pd.Series) else None
+        values = _finite_values(y) if known is not None else None
+        if values is None:
+            data = prepare_fit_input(y)
+            validated[id(y.index)] = data
+            inputs.append(data)
+            continue
+        inputs.append(
+            FitInput(
+                name=_series_name(y),
+                series_name=y.name,
+                values=values,
+                index=known.index,
+                step=known.step,
+                start=0,
+                stop=len(values),
+                window=values,
+                filled=values,
+                n_observed=len(values),
+            )
+        )
+    return inputs
+
+
+def _finite_values(y: pd.Series) -> np.ndarray | None:
+    """Return the float values of ``y`` when all are finite, else None."""
+    try:
+        values = y.to_numpy(dtype=float, na_value=np.nan)
+    except (TypeError, ValueError):
+        return None
+    return values if np.isfinite(values).all() else None
+
+
 def _batch_route(forecaster: DegradationForecaster, data: FitInput) -> str:
     """Return the batch model kind for a series, or why it is fitted one by one."""
     if data.n_observed < MIN_BATCH_OBSERVATIONS:
@@ -179,22 +228,33 @@ def _fit_batch(
     fit = fit_least_squares(
         values, trend=kind == "damped_trend", min_alpha=min_level_smoothing(horizon)
     )
-    predictions, level, trend = _fitted_path(values, fit.alpha, fit.beta, fit.phi,
-                                             fit.initial_level, fit.initial_trend)
+    predictions, level, trend = fitted_paths(
+        values, fit.alpha, fit.beta, fit.phi, fit.initial_level, fit.initial_trend
+    )
+    sigmas = robust_sigmas(np.stack([data.window for _, data in members]), predictions)
+    # Linear bridges stay within the observations around them, so the extremes of the
+    # filled values are those of the observed ones.
+    low, high = values.min(axis=1), values.max(axis=1)
+    if kind == "damped_trend":
+        means = level[:, None] + damped_trend_sums(fit.phi[:, None], horizon) * trend[:, None]
+        lower, upper = plausible_range(low, high)
+        implausible = ~(
+            np.isfinite(means).all(axis=1)
+            & (np.nanmin(means, axis=1) >= lower)
+            & (np.nanmax(means, axis=1) <= upper)
+        )
+
     rejected = []
     for row, (position, data) in enumerate(members):
         params = SmoothingParams(
             alpha=float(fit.alpha[row]), beta=float(fit.beta[row]), phi=float(fit.phi[row])
         )
         if kind == "damped_trend":
-            means = level[row] + damped_trend_sums(params.phi, horizon) * trend[row]
-            reason = implausible_forecast(
-                means, float(np.nanmin(data.window)), float(np.nanmax(data.window))
-            )
-            if reason is not None:
+            reason = None
+            if implausible[row]:
+                reason = implausible_forecast(means[row], float(low[row]), float(high[row]))
                 rejected.append((position, data, f"the damped_trend fit is implausible: {reason}"))
                 continue
-            reason = None
         else:
             reason = reasons[row]
             warn_simple_fallback(data.name, reason, stacklevel=4)
@@ -208,36 +268,15 @@ def _fit_batch(
             SmoothingState(
                 level=float(fit.initial_level[row]),
                 trend=float(fit.initial_trend[row]),
-                season=np.empty(0),
+                season=_NO_SEASON,
             ),
             reason,
             predictions[row],
             end,
+            sigma=float(sigmas[row]),
+            window_min=float(low[row]),
         )
     return rejected
-
-
-def _fitted_path(
-    values: np.ndarray,
-    alpha: np.ndarray,
-    beta: np.ndarray,
-    phi: np.ndarray,
-    level: np.ndarray,
-    trend: np.ndarray,
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Run the non-seasonal recursion over finite rows; return predictions and end state.
-
-    The arithmetic is that of :func:`~predictor.forecast._recursion.run_recursion`.
-    """
-    predictions = np.empty(values.shape[::-1])
-    level, trend = level.copy(), trend.copy()
-    for step, y in enumerate(np.ascontiguousarray(values.T)):
-        damped = phi * trend
-        predictions[step] = level + damped
-        new_level = alpha * y + (1.0 - alpha) * (level + damped)
-        trend = beta * (new_level - level) + (1.0 - beta) * damped
-        level = new_level
-    return predictions.T, level, trend
 
 
 def _advance_missing(level: float, trend: float, phi: float, steps: int) -> SmoothingState:
@@ -245,7 +284,7 @@ def _advance_missing(level: float, trend: float, phi: float, steps: int) -> Smoo
     for _ in range(steps):
         trend = phi * trend
         level = level + trend
-    return SmoothingState(level=level, trend=trend, season=np.empty(0))
+    return SmoothingState(level=level, trend=trend, season=_NO_SEASON)
 
 
 def forecast_paths_batch(
@@ -382,3 +421,33 @@ def _forecast_group(
         "crossing_probability": probability,
         "time_to_threshold_seconds": seconds,
     }
+
+
+def warm_up_kernels() -> dict[str, object]:
+    """Load or compile the compiled loops of the batch fit, and time it.
+
+    numba compiles each loop on its first call in a process and caches the machine
+    code next to the module (or in ``NUMBA_CACHE_DIR``); later processes load it from
+    there. Calling this first keeps that one-time cost out of a timed fit.
+
+    Returns
+    -------
+    dict
+        ``compile_s``, the seconds taken, and ``compile_source``: ``"disk cache"`` when
+        every loop was loaded from the cache, else ``"compiled"``.
+    """
+    kernels = (_fit_rows, fitted_paths, robust_sigmas)
+    misses_before = sum(sum(kernel.stats.cache_misses.values()) for kernel in kernels)
+    started = time.perf_counter()
+    values = np.linspace(0.0, 1.0, 2 * MIN_BATCH_OBSERVATIONS).reshape(2, -1) ** 2
+    for trend in (True, False):
+        fit = fit_least_squares(values, trend=trend, min_alpha=min_level_smoothing(1))
+        predictions, _, _ = fitted_paths(
+            values, fit.alpha, fit.beta, fit.phi, fit.initial_level, fit.initial_trend
+        )
+        robust_sigmas(values, predictions)
+    compile_s = time.perf_counter() - started
+    misses = sum(sum(kernel.stats.cache_misses.values()) for kernel in kernels) - misses_before
+    source = "compiled" if misses else "disk cache"
+    logger.info("forecast batch: %s the compiled loops in %.2f s", source, compile_s)
+    return {"compile_s": compile_s, "compile_source": source}

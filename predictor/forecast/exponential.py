@@ -243,14 +243,25 @@ class DegradationForecaster(BaseEstimator):
         reason: str | None,
         predictions: np.ndarray,
         end_state: SmoothingState,
+        *,
+        sigma: float | None = None,
+        window_min: float | None = None,
     ) -> DegradationForecaster:
         """Set every fitted attribute from a fitted model and its in-sample recursion.
 
         ``predictions`` are the one-step predictions over ``data.filled`` and
-        ``end_state`` is the state at the end of the training series.
+        ``end_state`` is the state at the end of the training series. A caller that has
+        computed ``_robust_sigma`` of the residuals or the minimum of ``data.window``
+        for many series at once passes them as ``sigma`` and ``window_min``.
         """
         window = data.window
-        observed = np.isfinite(window)
+        if sigma is None:
+            observed = np.isfinite(window)
+            sigma = _robust_sigma(
+                window[observed] - predictions[observed], scale=np.nanmax(np.abs(window))
+            )
+        if window_min is None:
+            window_min = float(np.nanmin(window))
         self.model_ = kind
         self.fallback_reason_ = reason
         self.alpha_ = params.alpha
@@ -264,19 +275,18 @@ class DegradationForecaster(BaseEstimator):
         self.trend_ = end_state.trend
         self.season_ = end_state.season
         self.season_steps_ = len(end_state.season)
-        self.sigma_ = _robust_sigma(
-            window[observed] - predictions[observed], scale=np.nanmax(np.abs(window))
-        )
+        self.sigma_ = sigma
         self.variance_factors_ = variance_factors(params, self.season_steps_, self.horizon_steps)
         self.step_ = data.step
         self.train_start_ = data.index[data.start]
         self.train_end_ = data.index[-1]
         self.nonnegative_ = (
-            bool(np.nanmin(window) >= 0.0) if self.nonnegative is None else self.nonnegative
+            bool(window_min >= 0.0) if self.nonnegative is None else self.nonnegative
         )
-        self.fittedvalues_ = pd.Series(
-            predictions, index=data.index[data.start : data.stop], name=data.series_name
-        )
+        fitted_index = data.index
+        if (data.start, data.stop) != (0, len(data.index)):
+            fitted_index = data.index[data.start : data.stop]
+        self.fittedvalues_ = pd.Series(predictions, index=fitted_index, name=data.series_name)
         self.n_observations_ = data.n_observed
 
         logger.debug(
@@ -549,15 +559,25 @@ def implausible_forecast(means: np.ndarray, low: float, high: float) -> str | No
     """
     if not np.all(np.isfinite(means)):
         return "the forecast over the horizon is not finite"
-    span = max(high - low, 1e-9 * max(1.0, abs(low), abs(high)))
-    lower = low - PLAUSIBLE_RANGE_FACTOR * span
-    upper = high + PLAUSIBLE_RANGE_FACTOR * span
+    lower, upper = plausible_range(low, high)
     if means.min() < lower or means.max() > upper:
         return (
             f"the forecast over the horizon spans [{means.min():.6g}, {means.max():.6g}], "
             f"outside the plausible range [{lower:.6g}, {upper:.6g}]"
         )
     return None
+
+
+def plausible_range(low, high):
+    """Return the bounds ``low - k * span`` and ``high + k * span`` of plausible forecasts.
+
+    ``low`` and ``high`` are the extremes of the training values, as floats or as
+    arrays with one entry per series; ``span = high - low``, at least 1e-9 times their
+    magnitude, and ``k = PLAUSIBLE_RANGE_FACTOR``.
+    """
+    magnitude = np.maximum(1.0, np.maximum(np.abs(low), np.abs(high)))
+    span = np.maximum(np.subtract(high, low), 1e-9 * magnitude)
+    return low - PLAUSIBLE_RANGE_FACTOR * span, high + PLAUSIBLE_RANGE_FACTOR * span
 
 
 def min_level_smoothing(horizon_steps: int) -> float:

@@ -14,7 +14,7 @@ from statsmodels.tsa.holtwinters import ExponentialSmoothing
 from predictor.exceptions import ForecastFallbackWarning
 from predictor.forecast._recursion import damped_trend_sums
 from predictor.forecast.batch import fit_forecasters, forecast_paths_batch
-from predictor.forecast.exponential import min_level_smoothing
+from predictor.forecast.exponential import _robust_sigma, min_level_smoothing, prepare_fit_input
 from predictor.lifecycle.serialization import load_fleet, save_fleet
 from predictor.model import FleetModel
 
@@ -248,3 +248,24 @@ def test_rejects_mismatched_lengths_and_bad_histories(sample_data):
     bad[2, 3] = np.inf
     with pytest.raises(ValueError, match="got inf in row 2 at step 3"):
         forecast_paths_batch(forecasters, bad)
+
+
+def test_batch_sigma_and_inputs_equal_single_fit_parts(sample_data):
+    """The shared-index input path and the compiled residual scale equal the per-series code."""
+    series = _mixed_fleet(sample_data)[:-2]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ForecastFallbackWarning)
+        forecasters = _fit(series)
+    assert any(y.isna().any() for y in series)
+    for y, model in zip(series, forecasters, strict=True):
+        data = prepare_fit_input(y)
+        observed = np.isfinite(data.window)
+        residuals = data.window[observed] - model.fittedvalues_.to_numpy()[observed]
+        expected = _robust_sigma(residuals, scale=np.nanmax(np.abs(data.window)))
+        assert model.sigma_ == pytest.approx(expected, rel=1e-12, abs=0.0)
+        assert model.train_start_ == data.index[data.start]
+        assert model.n_observations_ == data.n_observed
+        assert model.nonnegative_ == bool(np.nanmin(data.window) >= 0.0)
+        pd.testing.assert_index_equal(
+            model.fittedvalues_.index, data.index[data.start : data.stop]
+        )
