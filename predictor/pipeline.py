@@ -260,6 +260,62 @@ def train(
     )
 
 
+def train_group_model(
+    settings: Settings,
+    name: str,
+    components: Sequence[str],
+    until: pd.Timestamp | None = None,
+    lookback_days: float | None = None,
+    *,
+    gate: bool = True,
+) -> GroupTraining | None:
+    """Train one registered model's components, register the version and run the gate.
+
+    :func:`train` does this for every group in turn, and a worker that trains one
+    group calls this. The result is the same as that group's part of :func:`train`.
+
+    Parameters
+    ----------
+    settings : Settings
+    name : str
+        The registered model name, as :func:`registry.component_groups` returns it.
+    components : sequence of str
+        Every component of that group.
+    until, lookback_days : optional
+        Training window, as in :func:`training_windows`.
+    gate : bool, default=True
+        False promotes the new version without the holdout comparison.
+
+    Returns
+    -------
+    GroupTraining or None
+        None when no component of the group had rows in its training window.
+
+    Raises
+    ------
+    ConfigError
+        If ``components`` is empty or some component belongs to another registered model.
+    """
+    names = sorted(set(components))
+    if not names:
+        raise ConfigError(f"group {name!r}: expected at least one component, got none")
+    groups = registry.component_groups(settings, names)
+    others = {group: members for group, members in groups.items() if group != name}
+    if others:
+        listed = "; ".join(
+            f"{', '.join(members)} in {group!r}" for group, members in others.items()
+        )
+        raise ConfigError(
+            f"group {name!r}: components belong to other registered models ({listed}); "
+            "plan the groups again with the current configuration"
+        )
+
+    telemetry = open_telemetry(settings)
+    windows = training_windows(settings, until, lookback_days)
+    failures = labeled_failures(settings)
+    return train_group(settings, telemetry, windows, name, names, failures, gate=gate)
+
+
 def load_champion(settings: Settings) -> FleetModel:
     """Load the champions of every registered model as one fleet model.
 
