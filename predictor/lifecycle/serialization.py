@@ -117,12 +117,15 @@ class EncodedSeries:
         return pd.Series(self.values, index=index, name=self.name)
 
 
-def _encode(value: Any, where: str) -> Any:
+def _encode(value: Any, where: str, clones: dict[int, Any] | None = None) -> Any:
     """Return ``value`` with its pandas objects replaced by encoded ones.
 
     The project's own objects are copied shallowly, so the fitted model passed in is
-    not changed. Other objects (numpy, scikit-learn, PyOD) are returned as they are.
+    not changed. An object reached twice (a group's shared ensemble) is copied once,
+    so skops stores it once and loads it as one object. Other objects (numpy,
+    scikit-learn, PyOD) are returned as they are.
     """
+    clones = {} if clones is None else clones
     if isinstance(value, pd.Timestamp):
         return EncodedTimestamp(int(value.value), str(value.tz) if value.tz else None, value.unit)
     if isinstance(value, pd.Timedelta):
@@ -135,15 +138,18 @@ def _encode(value: Any, where: str) -> Any:
             "store it as numpy arrays"
         )
     if isinstance(value, dict):
-        return {key: _encode(item, f"{where}[{key!r}]") for key, item in value.items()}
+        return {key: _encode(item, f"{where}[{key!r}]", clones) for key, item in value.items()}
     if isinstance(value, list):
-        return [_encode(item, f"{where}[{i}]") for i, item in enumerate(value)]
+        return [_encode(item, f"{where}[{i}]", clones) for i, item in enumerate(value)]
     if isinstance(value, tuple):
-        return tuple(_encode(item, f"{where}[{i}]") for i, item in enumerate(value))
+        return tuple(_encode(item, f"{where}[{i}]", clones) for i, item in enumerate(value))
     if type(value).__module__.startswith(_OWN_MODULE_PREFIX) and hasattr(value, "__dict__"):
+        if id(value) in clones:
+            return clones[id(value)]
         clone = copy.copy(value)
+        clones[id(value)] = clone
         for name, item in vars(value).items():
-            setattr(clone, name, _encode(item, f"{where}.{name}"))
+            setattr(clone, name, _encode(item, f"{where}.{name}", clones))
         return clone
     return value
 
