@@ -82,7 +82,7 @@ def fleet_home(sample_data, tmp_path, isolated_env):
 
 
 def test_group_sharing_fits_one_ensemble_with_per_component_standardization(fleet_home):
-    settings, _, fleet, cut = fleet_home
+    _, _, fleet, cut = fleet_home
 
     models = [fleet.components[machine] for machine in MACHINES]
     assert len({id(model.ensemble) for model in models}) == 1
@@ -127,7 +127,8 @@ def test_batch_path_equals_per_component_path(fleet_home):
 
     batch = score_shared_batch(models, telemetry, last_scores, until, settings, VERSION)
 
-    assert batch.rest == [] and batch.components == list(MACHINES)
+    assert batch.rest == []
+    assert batch.components == list(MACHINES)
     assert len(batch.records) == 3 * 12
     for machine in MACHINES:
         one = score_component(
@@ -203,7 +204,8 @@ def test_pipeline_score_uses_the_batch_after_the_first_cycle(fleet_home, caplog)
         )
 
     assert first.scores_written == 3 * 30
-    assert second.scores_written == 3 and second.components_scored == 3
+    assert second.scores_written == 3
+    assert second.components_scored == 3
     assert "3 components sharing" in caplog.text
     assert store.scores()["surprise"].notna().all()
 
