@@ -19,12 +19,13 @@ import logging
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from itertools import pairwise
 
 import numpy as np
 import pandas as pd
 
 from predictor.config import Settings
-from predictor.detect.scale import surprise_to_score
+from predictor.detect.scale import smooth_surprise, smoothing_memory_rows, surprise_to_score
 from predictor.features import FEATURE_SEPARATOR, trailing_median, trailing_std
 from predictor.hooks import HookEvent
 from predictor.model import ComponentModel
@@ -90,44 +91,42 @@ def score_shared_batch(
         return BatchScores(pd.DataFrame(), [], [])
     reference = models[0]
     step = reference.step
-    eligible, rest = _eligible(models, last_scores, until, model_version, settings)
+    eligible, rest = _eligible(models, last_scores, until, settings)
     if not eligible:
         return BatchScores(pd.DataFrame(), [], [], rest)
 
-    first = last_scores[eligible[0].component]["scored_at"] + step
+    first = _first_time(eligible[0], last_scores)
     times = pd.date_range(first, until, freq=step)
-    lookback = reference.window_steps + (reference.season_steps or 0) + 2
+    carried = np.array(
+        [_carried_or_nan(last_scores.get(model.component)) for model in eligible], dtype="float64"
+    )
+    # Components without a carried smoothing state score the points before ``first``
+    # that their smoothed score still depends on.
+    history_rows = (
+        smoothing_memory_rows(reference.smoothing_span) if np.isnan(carried).any() else 0
+    )
+    feature_rows = reference.window_steps + (reference.season_steps or 0) + 2
+    lookback = max(feature_rows, settings.levels.stale_after_steps + 1) + history_rows
     start = first - step * lookback
     names = [model.component for model in eligible]
     frame = telemetry.read(components=names, start=start, end=until)
 
-    cube = _grid_cube(frame, names, reference.metrics, start, until, step)
-    stale = _stale_components(frame, eligible, times, settings)
+    stale = _stale_components(frame, eligible, start, times, settings)
     if stale.any():
         rest.extend(name for name, flag in zip(names, stale, strict=True) if flag)
-        keep = ~stale
-        eligible = [model for model, flag in zip(eligible, keep, strict=True) if flag]
+        eligible = [model for model, flag in zip(eligible, stale, strict=True) if not flag]
+        carried = carried[~stale]
         names = [model.component for model in eligible]
-        cube = cube[keep]
         if not eligible:
             return BatchScores(pd.DataFrame(), [], [], rest)
 
-    features = _features_at(cube, lookback, reference)
-    n_components, n_times = len(eligible), len(times)
-    columns = list(reference.feature_columns)
-    feature_rows = features.reshape(n_components * n_times, len(columns))
-    centers = np.repeat(np.stack([model.feature_center for model in eligible]), n_times, axis=0)
-    scales = np.repeat(np.stack([model.feature_scale for model in eligible]), n_times, axis=0)
-    scaled = pd.DataFrame((feature_rows - centers) / scales, columns=columns)
-
-    ensemble = reference.ensemble
-    surprise = ensemble.fused_surprise(scaled).reshape(n_components, n_times)
-    anomaly_drivers = ensemble.explain(scaled)
-    carried = np.array(
-        [carried_surprise(last_scores[name], model_version) for name in names], dtype="float64"
-    )
-    smoothed = _continue_smoothing(surprise, reference.smoothing_span, carried)
+    cube = _grid_cube(frame, names, reference.metrics, start, until, step)
+    features = _features_at(cube, lookback - history_rows, reference)
+    surprise, at_times = _surprise(eligible, features, carried, len(times))
+    smoothed = _smooth(surprise, carried, reference.smoothing_span, len(times))
     anomaly = surprise_to_score(smoothed)
+    anomaly_drivers = reference.ensemble.explain(at_times)
+    n_components, n_times = len(eligible), len(times)
 
     probability, time_to_threshold, forecast_drivers = _forecasts(
         eligible, telemetry, times, until, step
@@ -165,23 +164,20 @@ def _eligible(
     models: Sequence[ComponentModel],
     last_scores: Mapping[str, dict],
     until: pd.Timestamp,
-    model_version: str,
     settings: Settings,
 ) -> tuple[list[ComponentModel], list[str]]:
     """Split the models into those the batch scores and those it leaves.
 
-    The batch takes components whose previous score came from this model version,
-    was fresh, and ends at the most common time, so all of them score the same grid
-    points; and whose key metrics are among their model's metrics.
+    The batch takes components whose next grid point is the most common one, so all
+    of them score the same grid points, and whose previous score (if any) was fresh.
+    A silence that goes on is left to the per-component path, which records it once.
     """
     firsts = {}
     for model in models:
         last = last_scores.get(model.component)
-        if carried_surprise(last, model_version) is None:
+        if last is not None and last.get("stale"):
             continue
-        if not set(key_metrics(settings, model.component, model.metrics)) <= set(model.metrics):
-            continue
-        first = last["scored_at"] + model.step
+        first = _first_time(model, last_scores)
         if first <= until:
             firsts[model.component] = first
     if not firsts:
@@ -190,6 +186,59 @@ def _eligible(
     chosen = [model for model in models if firsts.get(model.component) == common]
     taken = {model.component for model in chosen}
     return chosen, [model.component for model in models if model.component not in taken]
+
+
+def _first_time(model: ComponentModel, last_scores: Mapping[str, dict]) -> pd.Timestamp:
+    """The component's next grid point to score: after its last score, else after training."""
+    last = last_scores.get(model.component)
+    return (last["scored_at"] if last else model.train_end) + model.step
+
+
+def _carried_or_nan(last_score: dict | None) -> float:
+    value = carried_surprise(last_score)
+    return np.nan if value is None else value
+
+
+def _surprise(
+    models: Sequence[ComponentModel], features: np.ndarray, carried: np.ndarray, n_times: int
+) -> tuple[list[np.ndarray], pd.DataFrame]:
+    """Call the shared ensemble once on every row that needs a surprise.
+
+    ``features`` is (component, time, feature) from the first history row on. A
+    component with a carried state needs its last ``n_times`` rows, the others all.
+    Returns each component's surprise over the rows it needed, and the standardized
+    rows at the scoring times (component-major) for the drivers.
+    """
+    columns = list(models[0].feature_columns)
+    blocks, at_times = [], []
+    for row, model in enumerate(models):
+        needed = features[row, -n_times:] if np.isfinite(carried[row]) else features[row]
+        scaled = (needed - model.feature_center) / model.feature_scale
+        blocks.append(scaled)
+        at_times.append(scaled[-n_times:])
+    stacked = pd.DataFrame(np.concatenate(blocks), columns=columns)
+    fused = models[0].ensemble.fused_surprise(stacked)
+    bounds = np.cumsum([0, *(len(block) for block in blocks)])
+    surprise = [fused[low:high] for low, high in pairwise(bounds)]
+    return surprise, pd.DataFrame(np.concatenate(at_times), columns=columns)
+
+
+def _smooth(
+    surprise: list[np.ndarray], carried: np.ndarray, span: int, n_times: int
+) -> np.ndarray:
+    """Smoothed surprise at the scoring times, (component, time).
+
+    Components with a carried state continue from it, vectorized; the others smooth
+    their history as :func:`predictor.scoring.score_component` does.
+    """
+    smoothed = np.full((len(surprise), n_times), np.nan)
+    with_state = np.isfinite(carried)
+    if with_state.any():
+        rows = np.stack([surprise[row] for row in np.flatnonzero(with_state)])
+        smoothed[with_state] = _continue_smoothing(rows, span, carried[with_state])
+    for row in np.flatnonzero(~with_state):
+        smoothed[row] = smooth_surprise(surprise[row], span)[-n_times:]
+    return smoothed
 
 
 def _grid_cube(
@@ -273,40 +322,53 @@ def _features_at(cube: np.ndarray, offset: int, model: ComponentModel) -> np.nda
 def _stale_components(
     frame: pd.DataFrame,
     models: Sequence[ComponentModel],
+    start: pd.Timestamp,
     times: pd.DatetimeIndex,
     settings: Settings,
 ) -> np.ndarray:
-    """Flag components whose telemetry, or a key metric, is too old at any of ``times``."""
+    """Flag components whose telemetry, or a key metric, is too old at any of ``times``.
+
+    As :func:`predictor.telemetry.freshness.stale_reasons`: a time is fresh when a row
+    (whatever its value) lies in ``[t - max_age, t]``, with ``max_age`` the grid step
+    times ``stale_after_steps``. Rows are counted per grid bin ``(t - step, t]``, so
+    that window is the last ``stale_after_steps`` bins plus the rows exactly at
+    ``t - max_age``.
+    """
     names = [model.component for model in models]
-    step = models[0].step
-    max_age = (step * settings.levels.stale_after_steps).value
-    if frame.empty:
-        return np.ones(len(models), dtype=bool)
-    metric_names = sorted({str(name) for name in frame[METRIC].unique()})
-    component_codes = pd.Categorical(frame[COMPONENT], categories=names).codes
-    metric_codes = pd.Categorical(frame[METRIC], categories=metric_names).codes
+    step_ns = models[0].step.value
+    window = settings.levels.stale_after_steps
+    n_bins = (times[-1].value - start.value) // step_ns + 1
+    keys = [key_metrics(settings, model.component, model.metrics) for model in models]
+    metric_names = sorted(
+        {str(name) for name in frame[METRIC].unique()} | {m for key in keys for m in key}
+    )
+    shape = (len(names), n_bins, len(metric_names))
+    component_codes = pd.Categorical(frame[COMPONENT], categories=names).codes.astype(np.int64)
+    metric_codes = pd.Categorical(frame[METRIC], categories=metric_names).codes.astype(np.int64)
     stamps = frame[TIMESTAMP].to_numpy(dtype="datetime64[ns]").astype(np.int64)
-    key_columns = [
-        [
-            metric_names.index(metric)
-            for metric in key_metrics(settings, model.component, model.metrics)
-        ]
-        if set(key_metrics(settings, model.component, model.metrics)) <= set(metric_names)
-        else None
-        for model in models
+    labels = -((-stamps) // step_ns) * step_ns
+    bins = (labels - start.value) // step_ns
+    inside = (bins >= 0) & (bins < n_bins) & (component_codes >= 0)
+    flat = (component_codes[inside] * n_bins + bins[inside]) * len(metric_names) + metric_codes[
+        inside
     ]
-    stale = np.array([columns is None for columns in key_columns])
-    seconds = stamps.astype("float64")
-    for time in times:
-        upto = stamps <= time.value
-        newest = np.full((len(names), len(metric_names)), -np.inf)
-        np.maximum.at(newest, (component_codes[upto], metric_codes[upto]), seconds[upto])
-        age = float(time.value) - newest
-        stale |= age.min(axis=1) > max_age
-        for row, columns in enumerate(key_columns):
-            if columns:
-                stale[row] |= bool((age[row, columns] > max_age).any())
-    return stale
+    size = int(np.prod(shape))
+    counts = np.bincount(flat, minlength=size).reshape(shape)
+    on_edge = np.bincount(flat, weights=(stamps[inside] == labels[inside]), minlength=size)
+    on_edge = on_edge.reshape(shape)
+
+    cumulative = np.concatenate(
+        [np.zeros((shape[0], 1, shape[2])), np.cumsum(counts, axis=1)], axis=1
+    )
+    positions = (times.as_unit("ns").asi8 - start.value) // step_ns
+    recent = cumulative[:, positions + 1] - cumulative[:, positions + 1 - window]
+    fresh = (recent + on_edge[:, positions - window]) > 0
+    key_mask = np.zeros((len(names), len(metric_names)), dtype=bool)
+    for row, key in enumerate(keys):
+        key_mask[row, [metric_names.index(metric) for metric in key]] = True
+    any_fresh = fresh.any(axis=2)
+    keys_fresh = (fresh | ~key_mask[:, None, :]).all(axis=2)
+    return ~(any_fresh & keys_fresh).all(axis=1)
 
 
 def _continue_smoothing(surprise: np.ndarray, span: int, carried: np.ndarray) -> np.ndarray:
@@ -392,7 +454,7 @@ def _records_and_events(
         risk, calibrated = raw_risk[row], False
         if calibration is not None and calibration.applies_to(model.component):
             risk, calibrated = calibration.calibrator.transform(raw_risk[row]), True
-        previous = _previous_state(last_scores[model.component])
+        previous = _previous_state(last_scores.get(model.component))
         states, _ = assign_levels(
             raw_risk[row].tolist(), [False] * n_times, previous, settings.levels
         )

@@ -102,12 +102,15 @@ def _forecast_columns(
     return probability, time_to_threshold, drivers
 
 
-def carried_surprise(last_score: dict | None, model_version: str) -> float | None:
+def carried_surprise(last_score: dict | None) -> float | None:
     """Return the smoothed surprise stored with the previous score, when the next score
-    can continue from it: same model, fresh, and a finite value."""
+    can continue from it: a fresh score with a finite value.
+
+    A score of an earlier model version carries over too: the surprise of every model
+    is on the same scale (``-log10`` of a tail probability), and continuing the
+    smoothing keeps the score continuous across a retraining.
+    """
     if last_score is None or last_score.get("stale"):
-        return None
-    if last_score.get("model_version") != model_version:
         return None
     value = last_score.get("surprise")
     if value is None or not np.isfinite(value):
@@ -115,7 +118,7 @@ def carried_surprise(last_score: dict | None, model_version: str) -> float | Non
     return float(value)
 
 
-def _smoothed_anomaly(
+def smoothed_anomaly(
     model: ComponentModel,
     features: pd.DataFrame,
     times: pd.DatetimeIndex,
@@ -183,7 +186,7 @@ def score_component(
     # before it.
     # A previous score of the same model carries the smoothing state, so only the new
     # points are scored.
-    carried = carried_surprise(last_score, model_version)
+    carried = carried_surprise(last_score)
     smoothing_rows = 0 if carried is not None else smoothing_memory_rows(model.smoothing_span)
     feature_lookback = step * (model.window_steps + (model.season_steps or 0) + 2 + smoothing_rows)
     anchor = model.train_end if model.forecasters else first
@@ -207,7 +210,7 @@ def score_component(
     features = make_features(grid, model.window_steps, model.season_steps)
     features = features.reindex(columns=model.feature_columns)
     X = features.loc[times]
-    anomaly, surprise = _smoothed_anomaly(model, features, times, smoothing_rows, carried)
+    anomaly, surprise = smoothed_anomaly(model, features, times, smoothing_rows, carried)
     anomaly_drivers = model.ensemble.explain(model.ensemble_input(X))
     probability, time_to_threshold, forecast_drivers = _forecast_columns(model, grid, times)
     raw_risk = fuse_risk(anomaly, probability)

@@ -118,6 +118,25 @@ def _first_cycle(settings, telemetry, fleet, until):
     return store
 
 
+def _assert_same_records(batch, fleet, telemetry, last_scores, until, settings):
+    for machine in MACHINES:
+        one = score_component(
+            fleet.components[machine],
+            telemetry,
+            last_scores.get(machine),
+            until,
+            settings,
+            VERSION,
+        ).records
+        mine = batch.records[batch.records["component"] == machine].reset_index(drop=True)
+        assert list(mine["scored_at"]) == list(one["scored_at"])
+        for column in ("anomaly_score", "surprise", "risk", "forecast_probability"):
+            np.testing.assert_allclose(mine[column], one[column], rtol=1e-9, atol=1e-12)
+        assert list(mine["level"]) == list(one["level"])
+        assert list(mine["pending_count"]) == list(one["pending_count"])
+        assert list(mine["drivers"]) == list(one["drivers"])
+
+
 def test_batch_path_equals_per_component_path(fleet_home):
     settings, telemetry, fleet, cut = fleet_home
     store = _first_cycle(settings, telemetry, fleet, cut + STEP * 40)
@@ -130,16 +149,19 @@ def test_batch_path_equals_per_component_path(fleet_home):
     assert batch.rest == []
     assert batch.components == list(MACHINES)
     assert len(batch.records) == 3 * 12
-    for machine in MACHINES:
-        one = score_component(
-            fleet.components[machine], telemetry, last_scores[machine], until, settings, VERSION
-        ).records
-        mine = batch.records[batch.records["component"] == machine].reset_index(drop=True)
-        assert list(mine["scored_at"]) == list(one["scored_at"])
-        for column in ("anomaly_score", "surprise", "risk", "forecast_probability"):
-            np.testing.assert_allclose(mine[column], one[column], rtol=1e-9, atol=1e-12)
-        assert list(mine["level"]) == list(one["level"])
-        assert [row[:1] for row in mine["drivers"]] == [row[:1] for row in one["drivers"]]
+    _assert_same_records(batch, fleet, telemetry, last_scores, until, settings)
+
+
+def test_batch_first_scores_after_training_equal_per_component_path(fleet_home):
+    settings, telemetry, fleet, cut = fleet_home
+    until = cut + STEP * 25
+    models = [fleet.components[machine] for machine in MACHINES]
+
+    batch = score_shared_batch(models, telemetry, {}, until, settings, VERSION)
+
+    assert batch.components == list(MACHINES)
+    assert len(batch.records) == 3 * 25
+    _assert_same_records(batch, fleet, telemetry, {}, until, settings)
 
 
 def test_carried_smoothing_equals_scoring_the_history_again(fleet_home):
@@ -158,24 +180,18 @@ def test_carried_smoothing_equals_scoring_the_history_again(fleet_home):
     np.testing.assert_allclose(carried["anomaly_score"], history["anomaly_score"], rtol=1e-9)
 
 
-def test_batch_leaves_first_scores_and_stale_components_to_the_per_component_path(
+def test_batch_leaves_stale_and_out_of_step_components_to_the_per_component_path(
     fleet_home,
 ):
     settings, telemetry, fleet, cut = fleet_home
     store = _first_cycle(settings, telemetry, fleet, cut + STEP * 40)
+    # machine-2-3 has no score yet, so its next grid point differs from the others';
+    # machine-2-1's rows stop long before the scoring time.
     last_scores = store.last_scores(["machine-1-2", "machine-2-1"])
     models = [fleet.components[machine] for machine in MACHINES]
-    # machine-2-3 has no score yet; machine-2-1's rows stop after a silence.
-    silent = cut + STEP * 80
+    silent = _without_rows_after(telemetry, "machine-2-1", cut + STEP * 41)
 
-    batch = score_shared_batch(
-        models,
-        _without_rows_after(telemetry, "machine-2-1", cut + STEP * 45),
-        last_scores,
-        silent,
-        settings,
-        VERSION,
-    )
+    batch = score_shared_batch(models, silent, last_scores, cut + STEP * 50, settings, VERSION)
 
     assert batch.components == ["machine-1-2"]
     assert sorted(batch.rest) == ["machine-2-1", "machine-2-3"]
