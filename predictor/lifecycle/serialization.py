@@ -15,6 +15,7 @@ written as :class:`EncodedTimestamp`, :class:`EncodedTimedelta` and
 from __future__ import annotations
 
 import copy
+import dataclasses
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -44,6 +45,7 @@ TRUSTED_TYPES: tuple[str, ...] = (
     "predictor.lifecycle.serialization.EncodedTimestamp",
     "predictor.lifecycle.serialization.EncodedTimedelta",
     "predictor.lifecycle.serialization.EncodedSeries",
+    "predictor.lifecycle.serialization.SharedEnsembleRef",
     "pyod.models.iforest.IForest",
     "pyod.models.knn.KNN",
     "pyod.models.lof.LOF",
@@ -115,6 +117,50 @@ class EncodedSeries:
             index.freq = self.index_freq
         index.name = self.index_name
         return pd.Series(self.values, index=index, name=self.name)
+
+
+@dataclass
+class SharedEnsembleRef:
+    """Stands for a group-shared ensemble inside a saved component model.
+
+    skops writes the full description of an object each time it is reached, so a
+    group's ensemble would be described once per component. The file holds each
+    shared ensemble once, in the fleet's ``shared_ensembles`` list, and the component
+    models point at it by position.
+    """
+
+    position: int
+
+
+def _share_ensembles(fleet: FleetModel) -> FleetModel:
+    """Return a copy of ``fleet`` whose shared ensembles are stored once."""
+    shared: dict[int, Any] = {}
+    for model in fleet.components.values():
+        if model.shares_ensemble:
+            shared.setdefault(id(model.ensemble), model.ensemble)
+    if not shared:
+        return fleet
+    positions = {key: position for position, key in enumerate(shared)}
+    clone = copy.copy(fleet)
+    clone.components = {
+        name: dataclasses.replace(model, ensemble=SharedEnsembleRef(positions[id(model.ensemble)]))
+        if model.shares_ensemble
+        else model
+        for name, model in fleet.components.items()
+    }
+    clone.shared_ensembles = list(shared.values())
+    return clone
+
+
+def _link_shared_ensembles(fleet: FleetModel) -> FleetModel:
+    """Point the component models of a loaded fleet back at their shared ensembles."""
+    shared = vars(fleet).pop("shared_ensembles", None)
+    if shared is None:
+        return fleet
+    for model in fleet.components.values():
+        if isinstance(model.ensemble, SharedEnsembleRef):
+            model.ensemble = shared[model.ensemble.position]
+    return fleet
 
 
 def _encode(value: Any, where: str, clones: dict[int, Any] | None = None) -> Any:
@@ -211,7 +257,7 @@ def save_fleet(fleet: FleetModel, path: str | Path) -> Path:
     import skops.io as sio
 
     path = Path(path)
-    sio.dump(_encode(fleet, "fleet"), path)
+    sio.dump(_encode(_share_ensembles(fleet), "fleet"), path)
     logger.debug("serialization: wrote %d components to %s", len(fleet.components), path)
     return path
 
@@ -249,4 +295,4 @@ def load_fleet(path: str | Path) -> FleetModel:
         raise UntrustedModelError(
             f"{path}: expected a FleetModel, the file contains a {type(fleet).__name__}"
         )
-    return fleet
+    return _link_shared_ensembles(fleet)
