@@ -101,10 +101,30 @@ def test_saved_shared_model_keeps_one_ensemble(fleet_home, tmp_path):
 
     ensembles = {id(model.ensemble) for model in loaded.components.values()}
     assert len(ensembles) == 1
-    np.testing.assert_array_equal(
-        loaded.components["machine-2-1"].feature_scale,
-        fleet.components["machine-2-1"].feature_scale,
-    )
+    assert list(loaded.components) == list(fleet.components)
+    for name, model in fleet.components.items():
+        _assert_same_attributes(loaded.components[name], model, skip=("ensemble", "forecasters"))
+        _assert_same_attributes(
+            loaded.components[name].forecasters["cpu_r"], model.forecasters["cpu_r"]
+        )
+
+
+def _assert_same_attributes(loaded, original, skip=()):
+    assert type(loaded) is type(original)
+    assert set(vars(loaded)) == set(vars(original))
+    for name, value in vars(original).items():
+        if name in skip:
+            continue
+        other = vars(loaded)[name]
+        if isinstance(value, np.ndarray):
+            np.testing.assert_array_equal(other, value)
+        elif isinstance(value, pd.Series):
+            pd.testing.assert_series_equal(other, value)
+        elif isinstance(value, float) and np.isnan(value):
+            assert np.isnan(other), name
+        else:
+            assert other == value, name
+            assert type(other) is type(value), name
 
 
 def _first_cycle(settings, telemetry, fleet, until):

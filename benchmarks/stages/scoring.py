@@ -24,9 +24,9 @@ from predictor.training import train_fleet
 
 logger = logging.getLogger(__name__)
 
-MODEL_FILE = "fleet-v1.skops"
-TEMPLATE = "risk-after-first-cycle-v1.db"
-FIRST_CYCLE = "first-cycle-v1.json"
+MODEL_FILE = "fleet-v2.skops"
+TEMPLATE = "risk-after-first-cycle-v2.db"
+FIRST_CYCLE = "first-cycle-v2.json"
 
 
 def prepare(ctx: StageContext) -> None:

@@ -15,7 +15,6 @@ written as :class:`EncodedTimestamp`, :class:`EncodedTimedelta` and
 from __future__ import annotations
 
 import copy
-import dataclasses
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,7 +24,8 @@ import numpy as np
 import pandas as pd
 
 from predictor.exceptions import UntrustedModelError
-from predictor.model import FleetModel
+from predictor.lifecycle.packing import PackedObjects, pack_objects, unpack_objects
+from predictor.model import ComponentModel, FleetModel
 
 logger = logging.getLogger(__name__)
 
@@ -45,7 +45,9 @@ TRUSTED_TYPES: tuple[str, ...] = (
     "predictor.lifecycle.serialization.EncodedTimestamp",
     "predictor.lifecycle.serialization.EncodedTimedelta",
     "predictor.lifecycle.serialization.EncodedSeries",
-    "predictor.lifecycle.serialization.SharedEnsembleRef",
+    "predictor.lifecycle.serialization.PackedGroup",
+    "predictor.lifecycle.packing.PackedObjects",
+    "predictor.lifecycle.packing.PackedColumn",
     "pyod.models.iforest.IForest",
     "pyod.models.knn.KNN",
     "pyod.models.lof.LOF",
@@ -120,46 +122,84 @@ class EncodedSeries:
 
 
 @dataclass
-class SharedEnsembleRef:
-    """Stands for a group-shared ensemble inside a saved component model.
+class PackedGroup:
+    """The component models that share one ensemble, stored column-wise.
 
-    skops writes the full description of an object each time it is reached, so a
-    group's ensemble would be described once per component. The file holds each
-    shared ensemble once, in the fleet's ``shared_ensembles`` list, and the component
-    models point at it by position.
+    skops writes an object's full description each time it is reached, and a node
+    per string and list, so a group of thousands of components would repeat its
+    ensemble and its metric names per component. The file holds each shared ensemble
+    once, in the fleet's ``shared_ensembles`` list, and the group's component models
+    and forecasters as columns (see :mod:`predictor.lifecycle.packing`).
+
+    Attributes
+    ----------
+    position : int
+        The group's ensemble in ``shared_ensembles``.
+    models : PackedObjects
+        The component models without their ensemble and forecasters.
+    forecasters : dict of str to tuple
+        Per forecast metric: the positions of the models that have a forecaster for
+        it, and those forecasters.
     """
 
     position: int
+    models: PackedObjects
+    forecasters: dict[str, tuple[np.ndarray, PackedObjects]]
 
 
 def _share_ensembles(fleet: FleetModel) -> FleetModel:
-    """Return a copy of ``fleet`` whose shared ensembles are stored once."""
-    shared: dict[int, Any] = {}
+    """Return a copy of ``fleet`` whose group-shared models are packed per group."""
+    groups: dict[int, list[ComponentModel]] = {}
     for model in fleet.components.values():
         if model.shares_ensemble:
-            shared.setdefault(id(model.ensemble), model.ensemble)
-    if not shared:
+            groups.setdefault(id(model.ensemble), []).append(model)
+    if not groups:
         return fleet
-    positions = {key: position for position, key in enumerate(shared)}
     clone = copy.copy(fleet)
     clone.components = {
-        name: dataclasses.replace(model, ensemble=SharedEnsembleRef(positions[id(model.ensemble)]))
-        if model.shares_ensemble
-        else model
-        for name, model in fleet.components.items()
+        name: model for name, model in fleet.components.items() if not model.shares_ensemble
     }
-    clone.shared_ensembles = list(shared.values())
+    clone.shared_ensembles = [models[0].ensemble for models in groups.values()]
+    clone.packed_groups = [
+        _pack_group(position, models) for position, models in enumerate(groups.values())
+    ]
+    clone.component_order = np.array(list(fleet.components), dtype=str)
     return clone
 
 
+def _pack_group(position: int, models: list[ComponentModel]) -> PackedGroup:
+    metrics = sorted({metric for model in models for metric in model.forecasters})
+    forecasters = {}
+    for metric in metrics:
+        owners = np.array([row for row, model in enumerate(models) if metric in model.forecasters])
+        forecasters[metric] = (
+            owners,
+            pack_objects([models[row].forecasters[metric] for row in owners]),
+        )
+    packed = pack_objects(models, exclude=("ensemble", "forecasters"))
+    return PackedGroup(position, packed, forecasters)
+
+
 def _link_shared_ensembles(fleet: FleetModel) -> FleetModel:
-    """Point the component models of a loaded fleet back at their shared ensembles."""
-    shared = vars(fleet).pop("shared_ensembles", None)
-    if shared is None:
+    """Rebuild the packed component models of a loaded fleet around their ensembles."""
+    state = vars(fleet)
+    shared = state.pop("shared_ensembles", None)
+    packed_groups = state.pop("packed_groups", None)
+    order = state.pop("component_order", None)
+    if shared is None or packed_groups is None:
         return fleet
-    for model in fleet.components.values():
-        if isinstance(model.ensemble, SharedEnsembleRef):
-            model.ensemble = shared[model.ensemble.position]
+    rebuilt = dict(fleet.components)
+    for group in packed_groups:
+        models = unpack_objects(group.models)
+        for model in models:
+            model.ensemble = shared[group.position]
+            model.forecasters = {}
+        for metric, (owners, packed) in group.forecasters.items():
+            for row, forecaster in zip(owners, unpack_objects(packed), strict=True):
+                models[row].forecasters[metric] = forecaster
+        rebuilt.update((model.component, model) for model in models)
+    names = list(order) if order is not None else sorted(rebuilt)
+    fleet.components = {str(name): rebuilt[str(name)] for name in names}
     return fleet
 
 
