@@ -27,6 +27,7 @@ import pandas as pd
 from predictor.config import Settings
 from predictor.detect.scale import smooth_surprise, smoothing_memory_rows, surprise_to_score
 from predictor.features import FEATURE_SEPARATOR, trailing_median, trailing_std
+from predictor.forecast.batch import forecast_paths_batch
 from predictor.hooks import HookEvent
 from predictor.model import ComponentModel
 from predictor.risk import assign_levels, fuse_risk
@@ -406,27 +407,37 @@ def _forecasts(
     names = [models[row].component for row in with_forecasts]
     frame = telemetry.read(components=names, start=start, end=until, metrics=metrics)
     cube = _grid_cube(frame, names, metrics, start, until, step)
-    grid_index = pd.date_range(start, until, freq=step)
 
+    # Forecasters of one metric that were trained up to the same time run together.
+    batches: dict[tuple[str, pd.Timestamp], list[tuple[int, int]]] = {}
     for position, row in enumerate(with_forecasts):
-        model = models[row]
-        for metric, forecaster in model.forecasters.items():
-            series = pd.Series(cube[position, :, metrics.index(metric)], index=grid_index)
-            history = series.loc[forecaster.train_end_ + step :]
-            path = forecaster.forecast_path(history).reindex(times)
-            metric_probability = path["crossing_probability"].to_numpy(dtype=float)
-            metric_time = path["time_to_threshold_seconds"].to_numpy(dtype=float)
-            probability[row] = np.fmax(probability[row], metric_probability)
-            time_to_threshold[row] = np.fmin(time_to_threshold[row], metric_time)
-            for index in np.flatnonzero(metric_probability >= FORECAST_DRIVER_PROBABILITY):
-                drivers[row][index].append(
-                    {
-                        "metric": metric,
-                        "contribution": round(float(metric_probability[index]), 4),
-                        "kind": "forecast",
-                        "threshold": forecaster.threshold,
-                    }
-                )
+        for metric, forecaster in models[row].forecasters.items():
+            batches.setdefault((metric, forecaster.train_end_), []).append((position, row))
+
+    for (metric, trained_until), members in batches.items():
+        first_new = (trained_until + step - start) // step
+        positions = [position for position, _ in members]
+        rows = [row for _, row in members]
+        forecasters = [models[row].forecasters[metric] for row in rows]
+        histories = cube[positions, first_new:, metrics.index(metric)]
+        paths = forecast_paths_batch(forecasters, histories)
+        # Columns of the paths at the scoring times.
+        columns = (times - (trained_until + step)) // step
+        metric_probability = paths["crossing_probability"][:, columns]
+        metric_time = paths["time_to_threshold_seconds"][:, columns]
+        probability[rows] = np.fmax(probability[rows], metric_probability)
+        time_to_threshold[rows] = np.fmin(time_to_threshold[rows], metric_time)
+        for member, index in zip(
+            *np.nonzero(metric_probability >= FORECAST_DRIVER_PROBABILITY), strict=True
+        ):
+            drivers[rows[member]][index].append(
+                {
+                    "metric": metric,
+                    "contribution": round(float(metric_probability[member, index]), 4),
+                    "kind": "forecast",
+                    "threshold": forecasters[member].threshold,
+                }
+            )
     return probability, time_to_threshold, drivers
 
 
