@@ -121,8 +121,8 @@ def score_shared_batch(
         if not eligible:
             return BatchScores(pd.DataFrame(), [], [], rest)
 
-    cube = _grid_cube(frame, names, reference.metrics, start, until, step)
-    features = _features_at(cube, lookback - history_rows, reference)
+    cube = grid_cube(frame, names, reference.metrics, start, until, step)
+    features = features_at(cube, lookback - history_rows, reference)
     surprise, at_times = _surprise(eligible, features, carried, len(times))
     smoothed = _smooth(surprise, carried, reference.smoothing_span, len(times))
     anomaly = surprise_to_score(smoothed)
@@ -242,7 +242,7 @@ def _smooth(
     return smoothed
 
 
-def _grid_cube(
+def grid_cube(
     frame: pd.DataFrame,
     components: Sequence[str],
     metrics: Sequence[str],
@@ -297,7 +297,7 @@ def _fill_forward(cube: np.ndarray, limit: int) -> np.ndarray:
     return np.where(fill, source, cube)
 
 
-def _features_at(cube: np.ndarray, offset: int, model: ComponentModel) -> np.ndarray:
+def features_at(cube: np.ndarray, offset: int, model: ComponentModel) -> np.ndarray:
     """Compute ``make_features`` at every grid time from ``offset`` on.
 
     Returns an array (component, time, feature) in ``model.feature_columns`` order.
@@ -406,7 +406,7 @@ def _forecasts(
     start = train_end - step * (MAX_FILL_STEPS + 1)
     names = [models[row].component for row in with_forecasts]
     frame = telemetry.read(components=names, start=start, end=until, metrics=metrics)
-    cube = _grid_cube(frame, names, metrics, start, until, step)
+    cube = grid_cube(frame, names, metrics, start, until, step)
 
     # Forecasters of one metric that were trained up to the same time run together.
     batches: dict[tuple[str, pd.Timestamp], list[tuple[int, int]]] = {}

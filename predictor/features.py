@@ -32,6 +32,8 @@ def _windows(values: np.ndarray, window: int) -> np.ndarray:
 
     Positions before the start are NaN. Shape ``values.shape + (window,)``.
     """
+    if values.shape[-1] == 0:
+        return np.empty((*values.shape, window))
     padding = np.full((*values.shape[:-1], window - 1), np.nan)
     padded = np.concatenate([padding, values], axis=-1)
     return np.lib.stride_tricks.sliding_window_view(padded, window, axis=-1)

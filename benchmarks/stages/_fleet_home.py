@@ -51,10 +51,16 @@ class FleetHome:
         return {declared.name: window for declared in self.settings.components}
 
 
+def fleet_dir(ctx: StageContext) -> Path:
+    """The fleet's folder, beside the stage folders, so that stages share one fleet."""
+    return ctx.workdir.parent / f"fleet-{ctx.components}"
+
+
 def open_home(ctx: StageContext) -> FleetHome:
     """Open the fleet prepared by :func:`prepare_home`."""
+    folder = fleet_dir(ctx)
     settings = load_settings(
-        ctx.workdir / "predictor.toml", environ={"PREDICTOR_HOME": str(ctx.workdir / "home")}
+        folder / "predictor.toml", environ={"PREDICTOR_HOME": str(folder / "home")}
     )
     step = pd.Timedelta(seconds=float(settings.model.step_seconds))
     start = pd.Timestamp("2026-01-05T00:00:00Z")
@@ -68,18 +74,19 @@ def open_home(ctx: StageContext) -> FleetHome:
 
 def prepare_home(ctx: StageContext) -> FleetHome:
     """Generate the fleet, write its configuration and ingest its rows, once."""
-    if (ctx.workdir / DONE_MARKER).is_file():
+    folder = fleet_dir(ctx)
+    if (folder / DONE_MARKER).is_file():
         return open_home(ctx)
     started = time.perf_counter()
     fleet = generate_fleet(ctx.components, steps=TRAIN_STEPS + SCORED_STEPS, data_dir=ctx.data_dir)
-    write_fleet_config(ctx.workdir / "predictor.toml", fleet, model=MODEL)
+    write_fleet_config(folder / "predictor.toml", fleet, model=MODEL)
     home = open_home(ctx)
     names = list(fleet.groups)
     rows = fleet.rows
     for start in range(0, len(names), APPEND_COMPONENTS):
         chunk = rows[rows["component"].isin(names[start : start + APPEND_COMPONENTS])]
         home.telemetry.append(chunk.astype({"component": str, "metric": str}))
-    (ctx.workdir / DONE_MARKER).write_text("ok\n", encoding="utf-8")
+    (folder / DONE_MARKER).write_text("ok\n", encoding="utf-8")
     logger.info(
         "fleet home: %d components, %d rows ingested in %.1f s",
         ctx.components,
