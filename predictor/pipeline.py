@@ -25,6 +25,7 @@ from predictor.lifecycle import registry
 from predictor.lifecycle.gate import GroupTraining, train_group
 from predictor.lifecycle.runs import log_calibration_run
 from predictor.lifecycle.serving import (
+    ROLE_CHALLENGER,
     ROLE_CHAMPION,
     ROLE_STATISTICAL,
     Candidate,
@@ -551,11 +552,59 @@ def _score_shared(
             result.hook_calls += queued
             result.components_scored += len(scored.components)
             if shadow:
-                for component in scored.components:
-                    result.shadow_scores_written += _shadow_score(
-                        settings, serving, component, telemetry, store, until, calibration
-                    )
+                result.shadow_scores_written += _shadow_score_shared(
+                    settings, serving, scored.components, telemetry, store, until, calibration
+                )
     return sorted(rest)
+
+
+def _shadow_score_shared(
+    settings: Settings,
+    serving: ServingSet,
+    components: Sequence[str],
+    telemetry: TelemetryStore,
+    store: RiskStore,
+    until: pd.Timestamp,
+    calibration: RiskCalibration | None,
+) -> int:
+    """Score ``components`` with their challengers into ``shadow_scores``, many at a time."""
+    batches: dict[tuple[int, str], list[ComponentModel]] = {}
+    one_by_one: list[str] = []
+    for component in components:
+        challenger = serving.challenger(component)
+        if challenger is None or challenger.model is None:
+            continue
+        if not challenger.model.shares_ensemble:
+            one_by_one.append(component)
+            continue
+        key = (id(challenger.model.ensemble), challenger.label)
+        batches.setdefault(key, []).append(challenger.model)
+
+    written = 0
+    for (_, label), models in batches.items():
+        names = [model.component for model in models]
+        try:
+            scored = score_shared_batch(
+                models,
+                telemetry,
+                store.last_scores(names, shadow=True),
+                until,
+                settings,
+                label,
+                calibration,
+            )
+        except Exception:  # a failing challenger must not stop the published scores
+            logger.exception("score: challenger %s failed in shadow on a batch", label)
+            continue
+        one_by_one.extend(scored.rest)
+        if not scored.records.empty:
+            records = scored.records.assign(model_role=ROLE_CHALLENGER)
+            written += store.write_scores(records, shadow=True)
+    for component in one_by_one:
+        written += _shadow_score(
+            settings, serving, component, telemetry, store, until, calibration
+        )
+    return written
 
 
 def deliver_hooks(

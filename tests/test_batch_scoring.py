@@ -6,6 +6,7 @@ carried smoothing state must give the scores of a run that reads the whole histo
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from pathlib import Path
 
@@ -18,6 +19,7 @@ from predictor.batch_scoring import score_shared_batch
 from predictor.config import load_settings
 from predictor.exceptions import PredictorUserError
 from predictor.lifecycle.serialization import load_fleet, save_fleet
+from predictor.lifecycle.serving import GroupModels, ServingSet
 from predictor.scoring import score_component
 from predictor.store import RiskStore
 from predictor.telemetry import TelemetryStore
@@ -259,3 +261,38 @@ def test_group_sharing_rejects_components_with_different_metrics(
 
     with pytest.raises(PredictorUserError, match="'machine-2-1' of group 'smd' has metrics"):
         train_fleet(settings, telemetry, {})
+
+
+def test_challenger_shadow_scores_run_in_a_batch_too(fleet_home, sample_data):
+    settings, telemetry, fleet, cut = fleet_home
+    windows = {machine: TrainingWindow(None, cut) for machine in MACHINES}
+    challenger, _ = train_fleet(
+        dataclasses.replace(settings, model=dataclasses.replace(settings.model, random_state=7)),
+        telemetry,
+        windows,
+    )
+    group = GroupModels("fleet-smd", "1", "2", None, fleets={"1": fleet, "2": challenger})
+    serving = ServingSet(settings, [group])
+    assert serving.resolve_components(telemetry) == list(MACHINES)
+    store = pipeline.open_risk_store(settings)
+
+    pipeline.score(settings, cut + STEP * 20, serving=serving, telemetry=telemetry, store=store)
+    last_shadow = store.last_scores(MACHINES, shadow=True)
+    second = pipeline.score(
+        settings, cut + STEP * 24, serving=serving, telemetry=telemetry, store=store
+    )
+
+    assert second.shadow_scores_written == 3 * 4
+    shadow = store.scores(since=cut + STEP * 21, shadow=True)
+    assert set(shadow["model_role"]) == {"challenger"}
+    for machine in MACHINES:
+        one = score_component(
+            challenger.components[machine],
+            telemetry,
+            last_shadow[machine],
+            cut + STEP * 24,
+            settings,
+            "fleet-smd/2",
+        ).records
+        mine = shadow[shadow["component"] == machine].reset_index(drop=True)
+        np.testing.assert_allclose(mine["risk"], one["risk"], rtol=1e-9)
