@@ -101,8 +101,7 @@ def measure(ctx: StageContext) -> dict[str, object]:
     peer_per_series = peer_wall_s / len(sample)
     models = pd.Series([f.model_ for f in forecasters]).value_counts().to_dict()
     logger.info(
-        "forecast: ours %.2f s for %d series, statsmodels %.3f s per series on %d; "
-        "models %s",
+        "forecast: ours %.2f s for %d series, statsmodels %.3f s per series on %d; models %s",
         wall_s,
         len(series),
         peer_per_series,
@@ -159,6 +158,8 @@ def _tail_forecast(forecaster) -> np.ndarray:
     return forecaster.level_ + damped_trend_sums(params.phi, TAIL_STEPS) * forecaster.trend_
 
 
-def _mase(forecasts: np.ndarray, actual: np.ndarray, scale: np.ndarray, scored: np.ndarray) -> float:
+def _mase(
+    forecasts: np.ndarray, actual: np.ndarray, scale: np.ndarray, scored: np.ndarray
+) -> float:
     errors = np.mean(np.abs(forecasts - actual), axis=1)
     return float(np.mean(errors[scored] / scale[scored]))

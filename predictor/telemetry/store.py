@@ -185,8 +185,9 @@ class TelemetryStore:
             repeated_key = new.duplicated(subset=KEY_COLUMNS, keep="first").to_numpy()
             to_write = new.loc[~repeated_key]
 
-            conflicts = _conflicts(rows, candidates, in_store & ~same_value, matched_value,
-                                   new, repeated_key)
+            conflicts = _conflicts(
+                rows, candidates, in_store & ~same_value, matched_value, new, repeated_key
+            )
             duplicates = int(exact_repeat.sum()) + int(same_value.sum())
             result = AppendResult(
                 written=len(to_write), duplicates=duplicates, conflicts=conflicts
@@ -195,7 +196,11 @@ class TelemetryStore:
 
         logger.debug(
             "telemetry store %s: %d rows in, %d written, %d duplicates, %d conflicts",
-            self.root, len(frame), len(to_write), duplicates, len(conflicts),
+            self.root,
+            len(frame),
+            len(to_write),
+            duplicates,
+            len(conflicts),
         )
         return result
 
@@ -253,7 +258,8 @@ class TelemetryStore:
         if removed:
             logger.warning(
                 "telemetry store %s: removed %d files of an append that did not commit",
-                self.root, removed,
+                self.root,
+                removed,
             )
 
     def _write(self, rows: pd.DataFrame, transaction: str, written: list[Path]) -> None:
@@ -322,13 +328,16 @@ class TelemetryStore:
             condition = _and(condition, ds.field(METRIC).isin(list(metrics)))
 
         dataset = ds.dataset(
-            [str(f) for f in files], format="parquet", schema=_dataset_schema(),
+            [str(f) for f in files],
+            format="parquet",
+            schema=_dataset_schema(),
             partitioning=ds.partitioning(PARTITION_SCHEMA, flavor="hive"),
             partition_base_dir=str(self.root),
         )
         table = dataset.to_table(columns=list(LONG_COLUMNS), filter=condition)
-        table = table.sort_by([(COMPONENT, "ascending"), (METRIC, "ascending"),
-                               (TIMESTAMP, "ascending")])
+        table = table.sort_by(
+            [(COMPONENT, "ascending"), (METRIC, "ascending"), (TIMESTAMP, "ascending")]
+        )
         return table.to_pandas()
 
     def components(self) -> list[str]:
@@ -347,13 +356,15 @@ class TelemetryStore:
         committed = self._committed()
         for date_dir in sorted(folder.glob("date=*"), reverse=True):
             files = [
-                p for p in sorted(date_dir.glob("part-*.parquet"))
+                p
+                for p in sorted(date_dir.glob("part-*.parquet"))
                 if self._is_visible(p, committed)
             ]
             if not files:
                 continue
-            table = ds.dataset([str(f) for f in files], format="parquet",
-                               schema=FILE_SCHEMA).to_table(columns=[TIMESTAMP])
+            table = ds.dataset(
+                [str(f) for f in files], format="parquet", schema=FILE_SCHEMA
+            ).to_table(columns=[TIMESTAMP])
             latest = pc.max(table[TIMESTAMP]).as_py()
             if latest is not None:
                 return pd.Timestamp(latest).tz_convert("UTC").as_unit("ns")
@@ -369,13 +380,14 @@ class TelemetryStore:
             date = pd.Timestamp(int(day) * NS_PER_DAY, unit="ns").strftime("%Y-%m-%d")
             folder = self._partition_dir(str(component), date)
             files.extend(
-                p for p in sorted(folder.glob("part-*.parquet"))
-                if self._is_visible(p, committed)
+                p for p in sorted(folder.glob("part-*.parquet")) if self._is_visible(p, committed)
             )
         if not files:
             return _empty_long()
         dataset = ds.dataset(
-            [str(f) for f in files], format="parquet", schema=_dataset_schema(),
+            [str(f) for f in files],
+            format="parquet",
+            schema=_dataset_schema(),
             partitioning=ds.partitioning(PARTITION_SCHEMA, flavor="hive"),
             partition_base_dir=str(self.root),
         )
@@ -400,7 +412,8 @@ class TelemetryStore:
                 if last_day is not None and date > last_day:
                     continue
                 files.extend(
-                    p for p in sorted(date_dir.glob("part-*.parquet"))
+                    p
+                    for p in sorted(date_dir.glob("part-*.parquet"))
                     if self._is_visible(p, committed)
                 )
         return files
@@ -481,7 +494,9 @@ def _lookup_stored(candidates: pd.DataFrame, stored: pd.DataFrame) -> np.ndarray
         return np.full(len(candidates), np.nan)
     stored = stored.astype({COMPONENT: str, METRIC: str}).drop_duplicates(KEY_COLUMNS)
     merged = candidates[KEY_COLUMNS].merge(
-        stored.rename(columns={VALUE: KEPT_VALUE}), on=KEY_COLUMNS, how="left",
+        stored.rename(columns={VALUE: KEPT_VALUE}),
+        on=KEY_COLUMNS,
+        how="left",
         validate="many_to_one",
     )
     return merged[KEPT_VALUE].to_numpy(dtype="float64", na_value=np.nan)
