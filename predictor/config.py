@@ -177,6 +177,14 @@ class ModelConfig:
     n_estimators: int = 100
     n_neighbors: int = 5
     random_state: int = 0
+    # "component": one anomaly ensemble per component. "group": one ensemble per
+    # component group, fitted on the group's features after each component's own
+    # standardization, so that a fleet of thousands of components trains and scores a
+    # handful of ensembles.
+    sharing: str = "component"
+    # With sharing "group": the most training rows the group's ensemble is fitted on,
+    # drawn evenly from its components.
+    max_group_rows: int = 50000
 
 
 @dataclass(frozen=True)
@@ -458,6 +466,7 @@ def _validate_model(model: ModelConfig) -> None:
     if len(model.members) == 0:
         raise ConfigError("model.members: expected at least one detector, got []")
     _require_choice(model.fusion, ("max", "mean"), "model.fusion")
+    _require_choice(model.sharing, ("component", "group"), "model.sharing")
     positive = {
         "window_steps": model.window_steps,
         "smoothing_span": model.smoothing_span,
@@ -465,6 +474,7 @@ def _validate_model(model: ModelConfig) -> None:
         "max_train_rows": model.max_train_rows,
         "n_estimators": model.n_estimators,
         "n_neighbors": model.n_neighbors,
+        "max_group_rows": model.max_group_rows,
     }
     for key, value in positive.items():
         if value <= 0:

@@ -27,6 +27,47 @@ FEATURE_SEPARATOR = ":"
 MIN_WINDOW_POINTS = 2
 
 
+def _windows(values: np.ndarray, window: int) -> np.ndarray:
+    """Return the ``window`` points ending at each position along the last axis.
+
+    Positions before the start are NaN. Shape ``values.shape + (window,)``.
+    """
+    if values.shape[-1] == 0:
+        return np.empty((*values.shape, window))
+    padding = np.full((*values.shape[:-1], window - 1), np.nan)
+    padded = np.concatenate([padding, values], axis=-1)
+    return np.lib.stride_tricks.sliding_window_view(padded, window, axis=-1)
+
+
+def trailing_median(values: np.ndarray, window: int) -> np.ndarray:
+    """Median of the ``window`` points ending at each position along the last axis.
+
+    NaN points are skipped; positions with fewer than :data:`MIN_WINDOW_POINTS` points
+    are NaN. Each window is computed on its own, so the result at a position does not
+    depend on where the series starts.
+    """
+    windows = np.sort(_windows(np.asarray(values, dtype="float64"), window), axis=-1)
+    counts = (~np.isnan(windows)).sum(axis=-1)
+    low = np.take_along_axis(windows, np.clip((counts - 1) // 2, 0, None)[..., None], axis=-1)
+    high = np.take_along_axis(windows, (counts // 2)[..., None], axis=-1)
+    median = (low[..., 0] + high[..., 0]) / 2.0
+    return np.where(counts >= MIN_WINDOW_POINTS, median, np.nan)
+
+
+def trailing_std(values: np.ndarray, window: int) -> np.ndarray:
+    """Sample standard deviation of the ``window`` points ending at each position.
+
+    Same conventions as :func:`trailing_median`. A constant window gives exactly 0.
+    """
+    windows = _windows(np.asarray(values, dtype="float64"), window)
+    counts = (~np.isnan(windows)).sum(axis=-1)
+    enough = counts >= MIN_WINDOW_POINTS
+    safe = np.where(enough, counts, MIN_WINDOW_POINTS)
+    mean = np.nansum(windows, axis=-1) / safe
+    squares = np.nansum((windows - mean[..., None]) ** 2, axis=-1)
+    return np.where(enough, np.sqrt(squares / (safe - 1)), np.nan)
+
+
 def feature_metric(column: str) -> str:
     """Return the metric part of a feature column name.
 
@@ -233,18 +274,20 @@ def make_features(
     """
     _validate_feature_arguments(grid, window_steps, season_steps)
 
-    columns: dict[str, pd.Series] = {}
+    columns: dict[str, np.ndarray] = {}
     for metric in grid.columns:
-        value = grid[metric].astype("float64")
-        trailing_median = value.shift(1).rolling(window_steps, min_periods=MIN_WINDOW_POINTS)
+        value = grid[metric].to_numpy(dtype="float64")
+        previous = np.concatenate([[np.nan], value[:-1]])
         columns[f"{metric}{FEATURE_SEPARATOR}value"] = value
-        columns[f"{metric}{FEATURE_SEPARATOR}diff"] = value.diff()
-        columns[f"{metric}{FEATURE_SEPARATOR}resid"] = value - trailing_median.median()
-        columns[f"{metric}{FEATURE_SEPARATOR}std"] = value.rolling(
-            window_steps, min_periods=MIN_WINDOW_POINTS
-        ).std()
+        columns[f"{metric}{FEATURE_SEPARATOR}diff"] = value - previous
+        columns[f"{metric}{FEATURE_SEPARATOR}resid"] = value - trailing_median(
+            previous, window_steps
+        )
+        columns[f"{metric}{FEATURE_SEPARATOR}std"] = trailing_std(value, window_steps)
         if season_steps is not None:
-            columns[f"{metric}{FEATURE_SEPARATOR}sresid"] = value - value.shift(season_steps)
+            columns[f"{metric}{FEATURE_SEPARATOR}sresid"] = value - grid[metric].shift(
+                season_steps
+            ).to_numpy(dtype="float64")
     return pd.DataFrame(columns, index=grid.index)
 
 

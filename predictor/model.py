@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
 import pandas as pd
 
 if TYPE_CHECKING:
@@ -48,6 +49,12 @@ class ComponentModel:
     smoothing_span : int
         Span, in grid steps, of the weighted trailing mean of the ensemble's surprise
         before it becomes the anomaly score; 1 means none.
+    feature_center, feature_scale : ndarray of shape (n_features,) or None
+        With a group-shared ensemble: the median and robust scale of each feature
+        column on this component's own training rows. Features are standardized with
+        them before the shared ensemble sees them, so components of one group with
+        different normal levels share one notion of unusual. None when the ensemble
+        is the component's own.
     """
 
     component: str
@@ -63,11 +70,25 @@ class ComponentModel:
     forecasters: dict[str, DegradationForecaster] = field(default_factory=dict)
     train_rows: int = 0
     smoothing_span: int = 1
+    feature_center: np.ndarray | None = None
+    feature_scale: np.ndarray | None = None
 
     @property
     def step(self) -> pd.Timedelta:
         """Grid step as a timedelta."""
         return pd.Timedelta(seconds=self.step_seconds)
+
+    @property
+    def shares_ensemble(self) -> bool:
+        """Whether the ensemble is shared with the other components of the group."""
+        return self.feature_center is not None
+
+    def ensemble_input(self, features: pd.DataFrame) -> pd.DataFrame:
+        """Return ``features`` as the ensemble expects them: standardized per component
+        when the ensemble is shared, unchanged otherwise."""
+        if self.feature_center is None or self.feature_scale is None:
+            return features
+        return (features - self.feature_center) / self.feature_scale
 
 
 @dataclass

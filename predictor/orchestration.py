@@ -4,6 +4,10 @@ Each function loads the settings itself (``predictor.toml`` and ``PREDICTOR_*``,
 command line does), calls one stage of :mod:`predictor.pipeline` and returns counts, ids
 and component names, never frames, so Airflow's XCom carries only references.
 
+Training is split into groups of components, one per registered model. Each group has
+its own version and quality gate, so :func:`plan_training` lists the groups and
+:func:`train_group` trains one of them on any worker.
+
 Scoring is split into shards of components. :func:`plan_scoring` fixes the scoring time
 ``until`` once per run, and every shard scores up to that time. A component's scores
 depend only on its own telemetry up to ``until``, so the stored scores are the same for
@@ -22,7 +26,7 @@ import pandas as pd
 
 from predictor import pipeline
 from predictor.config import Settings, load_settings
-from predictor.exceptions import ConfigError
+from predictor.exceptions import ConfigError, PredictorUserError
 
 logger = logging.getLogger(__name__)
 
@@ -110,16 +114,81 @@ def ingest_sources(
     return result
 
 
-def train_models(
+def training_run_key(
+    dag_id: str,
+    interval: str,
+    config_path: str | None,
+    until: str | None,
+    lookback_days: float | None,
+) -> str:
+    """Return the key that identifies one scheduled training run and its params.
+
+    Parameters
+    ----------
+    dag_id : str
+    interval : str
+        The run's data interval end, or its run id when it has no data interval.
+    config_path, until, lookback_days : optional
+        The run's params. A run with other params trains again.
+    """
+    return "|".join([dag_id, interval, str(config_path), str(until), str(lookback_days)])
+
+
+def plan_training(config_path: str | None = None) -> list[dict[str, Any]]:
+    """Split the components with telemetry into training groups, one per registered model.
+
+    A group is one registered model with its own version, aliases and quality gate, so
+    groups train independently of each other and one worker trains one group.
+
+    Returns
+    -------
+    list of dict
+        One ``{"index": i, "group": name, "components": [...]}`` per registered model,
+        in the order of :func:`registry.component_groups`.
+
+    Raises
+    ------
+    PredictorUserError
+        If the telemetry store has no component.
+    """
+    from predictor.lifecycle import registry
+
+    settings = load_run_settings(config_path)
+    telemetry = pipeline.open_telemetry(settings)
+    components = telemetry.components()
+    if not components:
+        raise PredictorUserError(f"no telemetry in {telemetry.root}; run `predictor ingest` first")
+    groups = registry.component_groups(settings, components)
+    logger.info(
+        "plan: %d components in %d training groups (%s)",
+        len(components),
+        len(groups),
+        ", ".join(f"{name}: {len(members)}" for name, members in groups.items()),
+    )
+    return [
+        {"index": i, "group": name, "components": members}
+        for i, (name, members) in enumerate(groups.items())
+    ]
+
+
+def train_group(
+    group: str,
+    components: Sequence[str],
+    *,
     config_path: str | None = None,
     until: str | None = None,
     lookback_days: float | None = None,
     run_key: str | None = None,
+    index: int | None = None,
 ) -> dict[str, Any]:
-    """Train every component's models with :func:`pipeline.train` and register them.
+    """Train one group's components, register the version and run its quality gate.
 
     Parameters
     ----------
+    group : str
+        The registered model name, from :func:`plan_training`.
+    components : sequence of str
+        The group's components, from :func:`plan_training`.
     config_path : str or None, default=None
     until : str or None, default=None
         ISO 8601 time; every component trains on rows before it. None uses the training
@@ -127,51 +196,120 @@ def train_models(
     lookback_days : float or None, default=None
         Train only on the last this many days before the cut.
     run_key : str or None, default=None
-        Identifies the scheduled run (for example the DAG id and its data interval).
-        When an MLflow run of the experiment already has this key, its model is reused
-        and nothing is trained, so re-running the same scheduled run registers no
-        second version.
+        Identifies the scheduled run, see :func:`training_run_key`. When an MLflow run
+        with this key already registered a version of ``group``, that version is reused
+        and nothing is trained, so re-running the same scheduled run registers no second
+        version. Other groups of the run do not count.
+    index : int or None, default=None
+        The group's position in the plan, returned for the run summary.
 
     Returns
     -------
     dict
-        ``runs``: per registered model (one per component group), its ``name``,
-        ``run_id``, ``model_version`` and the quality gate's ``decision``;
-        ``components`` (count); and ``reused`` (True when earlier runs with the same
-        ``run_key`` were found).
+        ``index``, ``group``, ``components``, ``run_id``, ``model_version``
+        (``"<name>/<version>"``), the quality gate's ``decision`` and ``reused``.
+        ``run_id`` and ``model_version`` are None and ``decision`` is
+        ``"no training data"`` when no component had rows in its training window.
     """
     settings = load_run_settings(config_path)
+    result: dict[str, Any] = {"index": index, "group": group, "components": sorted(components)}
     if run_key:
-        earlier = _runs_with_key(settings, run_key)
+        earlier = [run for run in _runs_with_key(settings, run_key) if run["name"] == group]
         if earlier:
+            newest = earlier[-1]
             logger.info(
-                "train: scheduled run %s already trained %d registered models (%s); "
-                "not training again",
+                "train: scheduled run %s already registered %s for group %s; not training again",
                 run_key,
-                len(earlier),
-                ", ".join(run["model_version"] or run["run_id"] for run in earlier),
+                newest["model_version"],
+                group,
             )
-            return {
-                "runs": earlier,
-                "components": sum(run["components"] for run in earlier),
-                "reused": True,
-            }
+            return {**result, **_run_fields(newest), "reused": True}
 
-    result = pipeline.train(settings, parse_time(until, "until"), lookback_days)
-    runs = [
-        {
-            "name": group.name,
-            "run_id": group.run_id,
-            "model_version": group.label,
-            "decision": group.decision,
-            "components": len(group.components),
+    outcome = pipeline.train_group_model(
+        settings, group, components, parse_time(until, "until"), lookback_days
+    )
+    if outcome is None:
+        logger.warning(
+            "train: group %s has no rows in the training window of any of its %d components; "
+            "no version registered",
+            group,
+            len(result["components"]),
+        )
+        return {
+            **result,
+            "run_id": None,
+            "model_version": None,
+            "decision": "no training data",
+            "reused": False,
         }
-        for group in result.groups
-    ]
     if run_key:
-        for run in runs:
-            _tag_run(settings, run["run_id"], run_key)
-    return {"runs": runs, "components": len(result.components), "reused": False}
+        _tag_run(settings, outcome.run_id, run_key)
+    fields = {
+        "run_id": outcome.run_id,
+        "model_version": outcome.label,
+        "decision": outcome.decision,
+    }
+    return {**result, **fields, "reused": False}
+
+
+def _run_fields(run: Mapping[str, Any]) -> dict[str, Any]:
+    return {key: run[key] for key in ("run_id", "model_version", "decision")}
+
+
+def summarize_training(
+    groups: Sequence[Mapping[str, Any]], results: Iterable[Mapping[str, Any] | None]
+) -> dict[str, Any]:
+    """Add up the group results of a training run and list the groups that failed.
+
+    Parameters
+    ----------
+    groups : sequence of mapping
+        The groups of the run, as :func:`plan_training` returns them.
+    results : iterable of mapping or None
+        The outputs of the groups that returned one. A group that raised has none, so
+        every planned group without a result counts as failed.
+
+    Returns
+    -------
+    dict
+        ``groups`` (count), ``failed_groups`` (a list of ``{"index", "group",
+        "components"}``), ``registered`` (the ``"<name>/<version>"`` of every group
+        that has a version from this run, reused ones included), ``promoted``,
+        ``rejected``, ``reused`` (counts) and ``without_data`` (group names whose
+        components had no rows in their training window).
+    """
+    by_index = {
+        result["index"]: result for result in results if result is not None and "index" in result
+    }
+    failed = [
+        {"index": group["index"], "group": group["group"], "components": group["components"]}
+        for group in groups
+        if group["index"] not in by_index
+    ]
+    finished = [by_index[group["index"]] for group in groups if group["index"] in by_index]
+    summary = {
+        "groups": len(groups),
+        "failed_groups": failed,
+        "registered": [result["model_version"] for result in finished if result["model_version"]],
+        "promoted": sum(result["decision"] == "promoted" for result in finished),
+        "rejected": sum(result["decision"] == "rejected" for result in finished),
+        "reused": sum(bool(result["reused"]) for result in finished),
+        "without_data": [result["group"] for result in finished if not result["model_version"]],
+    }
+    log = logger.warning if failed else logger.info
+    log(
+        "training run: %d of %d groups failed (%s); %d registered (%d promoted, %d rejected, "
+        "%d reused), %d without training data",
+        len(failed),
+        summary["groups"],
+        ", ".join(group["group"] for group in failed) or "none",
+        len(summary["registered"]),
+        summary["promoted"],
+        summary["rejected"],
+        summary["reused"],
+        len(summary["without_data"]),
+    )
+    return summary
 
 
 def _runs_with_key(settings: Settings, run_key: str) -> list[dict[str, Any]]:

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from predictor.batch_scoring import score_shared_batch
 from predictor.config import Settings, SourceConfig
 from predictor.exceptions import ConfigError, PredictorUserError
 from predictor.hooks import DeliveryReport, decide_actions, deliver_pending
@@ -24,6 +25,7 @@ from predictor.lifecycle import registry
 from predictor.lifecycle.gate import GroupTraining, train_group
 from predictor.lifecycle.runs import log_calibration_run
 from predictor.lifecycle.serving import (
+    ROLE_CHALLENGER,
     ROLE_CHAMPION,
     ROLE_STATISTICAL,
     Candidate,
@@ -31,7 +33,7 @@ from predictor.lifecycle.serving import (
     fit_statistical,
     load_serving,
 )
-from predictor.model import FleetModel
+from predictor.model import ComponentModel, FleetModel
 from predictor.progress import progress
 from predictor.risk_calibration import (
     CALIBRATION_FILE,
@@ -56,6 +58,8 @@ from predictor.training import TrainingWindow
 logger = logging.getLogger(__name__)
 
 TRAINING_WINDOWS_FILE = "training_windows.json"
+# Components scored in one vectorized batch; bounds a cycle's memory.
+BATCH_COMPONENTS = 2000
 
 
 @dataclass
@@ -260,6 +264,62 @@ def train(
     )
 
 
+def train_group_model(
+    settings: Settings,
+    name: str,
+    components: Sequence[str],
+    until: pd.Timestamp | None = None,
+    lookback_days: float | None = None,
+    *,
+    gate: bool = True,
+) -> GroupTraining | None:
+    """Train one registered model's components, register the version and run the gate.
+
+    :func:`train` does this for every group in turn, and a worker that trains one
+    group calls this. The result is the same as that group's part of :func:`train`.
+
+    Parameters
+    ----------
+    settings : Settings
+    name : str
+        The registered model name, as :func:`registry.component_groups` returns it.
+    components : sequence of str
+        Every component of that group.
+    until, lookback_days : optional
+        Training window, as in :func:`training_windows`.
+    gate : bool, default=True
+        False promotes the new version without the holdout comparison.
+
+    Returns
+    -------
+    GroupTraining or None
+        None when no component of the group had rows in its training window.
+
+    Raises
+    ------
+    ConfigError
+        If ``components`` is empty or some component belongs to another registered model.
+    """
+    names = sorted(set(components))
+    if not names:
+        raise ConfigError(f"group {name!r}: expected at least one component, got none")
+    groups = registry.component_groups(settings, names)
+    others = {group: members for group, members in groups.items() if group != name}
+    if others:
+        listed = "; ".join(
+            f"{', '.join(members)} in {group!r}" for group, members in others.items()
+        )
+        raise ConfigError(
+            f"group {name!r}: components belong to other registered models ({listed}); "
+            "plan the groups again with the current configuration"
+        )
+
+    telemetry = open_telemetry(settings)
+    windows = training_windows(settings, until, lookback_days)
+    failures = labeled_failures(settings)
+    return train_group(settings, telemetry, windows, name, names, failures, gate=gate)
+
+
 def load_champion(settings: Settings) -> FleetModel:
     """Load the champions of every registered model as one fleet model.
 
@@ -406,6 +466,20 @@ def _score_cycle(
 
     calibration = active_calibration(settings)
     started = time.perf_counter()
+    hook_groups = {declared.name: declared.group for declared in settings.components}
+    components = _score_shared(
+        settings,
+        serving,
+        components,
+        telemetry,
+        store,
+        until,
+        calibration,
+        result,
+        dry_run=dry_run,
+        shadow=shadow,
+        hook_groups=hook_groups,
+    )
     for component in components:
         last_score = store.last_score(component)
         scored, used = _score_with_fallback(
@@ -431,7 +505,7 @@ def _score_cycle(
                 store,
                 dry_run=dry_run,
                 budgets=settings.budgets,
-                groups={declared.name: declared.group for declared in settings.components},
+                groups=hook_groups,
             )
         written, queued = store.write_scores_and_actions(records, actions)
         result.scores_written += written
@@ -460,6 +534,133 @@ def _score_cycle(
         time.perf_counter() - started,
     )
     return result
+
+
+def _score_shared(
+    settings: Settings,
+    serving: ServingSet,
+    components: Sequence[str],
+    telemetry: TelemetryStore,
+    store: RiskStore,
+    until: pd.Timestamp,
+    calibration: RiskCalibration | None,
+    result: ScoreResult,
+    *,
+    dry_run: bool,
+    shadow: bool,
+    hook_groups: dict[str, str | None],
+) -> list[str]:
+    """Score the components whose champion shares its ensemble, many at a time.
+
+    Writes their scores and hook actions and returns the components left for the
+    per-component path: those without a shared champion, and those the batch leaves
+    (first score, stale telemetry, a failure of the batch).
+    """
+    batches: dict[tuple[int, str], list[ComponentModel]] = {}
+    rest: list[str] = []
+    for component in components:
+        candidates = serving.candidates(component)
+        champion = candidates[0] if candidates else None
+        if (
+            champion is None
+            or champion.role != ROLE_CHAMPION
+            or champion.model is None
+            or not champion.model.shares_ensemble
+        ):
+            rest.append(component)
+            continue
+        key = (id(champion.model.ensemble), champion.label)
+        batches.setdefault(key, []).append(champion.model)
+
+    for (_, label), models in batches.items():
+        for start in range(0, len(models), BATCH_COMPONENTS):
+            chunk = models[start : start + BATCH_COMPONENTS]
+            names = [model.component for model in chunk]
+            last_scores = store.last_scores(names)
+            try:
+                scored = score_shared_batch(
+                    chunk, telemetry, last_scores, until, settings, label, calibration
+                )
+            except Exception:  # the per-component path, with its fallbacks, takes over
+                logger.exception(
+                    "score: batch of %d components of %s failed; scoring them one by one",
+                    len(chunk),
+                    label,
+                )
+                rest.extend(names)
+                continue
+            rest.extend(scored.rest)
+            if scored.records.empty:
+                continue
+            actions = []
+            if scored.events and settings.hooks:
+                actions = decide_actions(
+                    scored.events,
+                    settings.hooks,
+                    store,
+                    dry_run=dry_run,
+                    budgets=settings.budgets,
+                    groups=hook_groups,
+                )
+            records = scored.records.assign(model_role=ROLE_CHAMPION)
+            written, queued = store.write_scores_and_actions(records, actions)
+            result.scores_written += written
+            result.hook_calls += queued
+            result.components_scored += len(scored.components)
+            if shadow:
+                result.shadow_scores_written += _shadow_score_shared(
+                    settings, serving, scored.components, telemetry, store, until, calibration
+                )
+    return sorted(rest)
+
+
+def _shadow_score_shared(
+    settings: Settings,
+    serving: ServingSet,
+    components: Sequence[str],
+    telemetry: TelemetryStore,
+    store: RiskStore,
+    until: pd.Timestamp,
+    calibration: RiskCalibration | None,
+) -> int:
+    """Score ``components`` with their challengers into ``shadow_scores``, many at a time."""
+    batches: dict[tuple[int, str], list[ComponentModel]] = {}
+    one_by_one: list[str] = []
+    for component in components:
+        challenger = serving.challenger(component)
+        if challenger is None or challenger.model is None:
+            continue
+        if not challenger.model.shares_ensemble:
+            one_by_one.append(component)
+            continue
+        key = (id(challenger.model.ensemble), challenger.label)
+        batches.setdefault(key, []).append(challenger.model)
+
+    written = 0
+    for (_, label), models in batches.items():
+        names = [model.component for model in models]
+        try:
+            scored = score_shared_batch(
+                models,
+                telemetry,
+                store.last_scores(names, shadow=True),
+                until,
+                settings,
+                label,
+                calibration,
+            )
+        except Exception:  # a failing challenger must not stop the published scores
+            logger.exception("score: challenger %s failed in shadow on a batch", label)
+            continue
+        one_by_one.extend(scored.rest)
+        if not scored.records.empty:
+            records = scored.records.assign(model_role=ROLE_CHALLENGER)
+            written += store.write_scores(records, shadow=True)
+    for component in one_by_one:
+        written += _shadow_score(
+            settings, serving, component, telemetry, store, until, calibration
+        )
+    return written
 
 
 def deliver_hooks(

@@ -15,7 +15,12 @@ import numpy as np
 import pandas as pd
 
 from predictor.config import Settings
-from predictor.detect.scale import smooth_surprise, smoothing_memory_rows, surprise_to_score
+from predictor.detect.scale import (
+    continue_smoothing,
+    smooth_surprise,
+    smoothing_memory_rows,
+    surprise_to_score,
+)
 from predictor.features import build_grid, make_features
 from predictor.hooks import HookEvent
 from predictor.model import ComponentModel
@@ -97,18 +102,45 @@ def _forecast_columns(
     return probability, time_to_threshold, drivers
 
 
-def _smoothed_anomaly(
+def carried_surprise(last_score: dict | None) -> float | None:
+    """Return the smoothed surprise stored with the previous score, when the next score
+    can continue from it: a fresh score with a finite value.
+
+    A score of an earlier model version carries over too: the surprise of every model
+    is on the same scale (``-log10`` of a tail probability), and continuing the
+    smoothing keeps the score continuous across a retraining.
+    """
+    if last_score is None or last_score.get("stale"):
+        return None
+    value = last_score.get("surprise")
+    if value is None or not np.isfinite(value):
+        return None
+    return float(value)
+
+
+def smoothed_anomaly(
     model: ComponentModel,
     features: pd.DataFrame,
     times: pd.DatetimeIndex,
     smoothing_rows: int,
-) -> np.ndarray:
-    """Return the smoothed anomaly score at ``times`` from the surprise of the grid."""
+    carried: float | None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Return the anomaly score at ``times`` and the smoothed surprise behind it.
+
+    With ``carried``, the smoothing continues from it and only ``times`` are scored;
+    otherwise the surprise of the ``smoothing_rows`` grid points before them is
+    scored too.
+    """
+    if carried is not None:
+        surprise = model.ensemble.fused_surprise(model.ensemble_input(features.loc[times]))
+        smoothed = continue_smoothing(surprise, model.smoothing_span, carried)
+        return surprise_to_score(smoothed), smoothed
     start = times[0] - model.step * smoothing_rows
     window = features.loc[(features.index >= start) & (features.index <= times[-1])]
-    surprise = model.ensemble.fused_surprise(window)
+    surprise = model.ensemble.fused_surprise(model.ensemble_input(window))
     smoothed = pd.Series(smooth_surprise(surprise, model.smoothing_span), index=window.index)
-    return surprise_to_score(smoothed.loc[times].to_numpy())
+    values = smoothed.loc[times].to_numpy()
+    return surprise_to_score(values), values
 
 
 def score_component(
@@ -152,7 +184,10 @@ def score_component(
     # forward from the end of training.
     # The smoothed score of the first new point also reads the surprise of the points
     # before it.
-    smoothing_rows = smoothing_memory_rows(model.smoothing_span)
+    # A previous score of the same model carries the smoothing state, so only the new
+    # points are scored.
+    carried = carried_surprise(last_score)
+    smoothing_rows = 0 if carried is not None else smoothing_memory_rows(model.smoothing_span)
     feature_lookback = step * (model.window_steps + (model.season_steps or 0) + 2 + smoothing_rows)
     anchor = model.train_end if model.forecasters else first
     rows = telemetry.read(components=[model.component], start=anchor - feature_lookback, end=until)
@@ -175,8 +210,8 @@ def score_component(
     features = make_features(grid, model.window_steps, model.season_steps)
     features = features.reindex(columns=model.feature_columns)
     X = features.loc[times]
-    anomaly = _smoothed_anomaly(model, features, times, smoothing_rows)
-    anomaly_drivers = model.ensemble.explain(X)
+    anomaly, surprise = smoothed_anomaly(model, features, times, smoothing_rows, carried)
+    anomaly_drivers = model.ensemble.explain(model.ensemble_input(X))
     probability, time_to_threshold, forecast_drivers = _forecast_columns(model, grid, times)
     raw_risk = fuse_risk(anomaly, probability)
     risk, calibrated = raw_risk, False
@@ -217,6 +252,7 @@ def score_component(
             "model_version": model_version,
             "calibrated": calibrated,
             "stale": stale,
+            "surprise": surprise,
         }
     )
     events = [

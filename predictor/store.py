@@ -129,6 +129,10 @@ def _score_table(name: str) -> sa.Table:
         sa.Column("created_at", UTCDateTime(), nullable=False),
         # Added after the first release, so rows written before it read as NULL.
         sa.Column("model_role", sa.String(32), nullable=True),
+        # The smoothed surprise behind ``anomaly_score``; the next scoring run continues
+        # its smoothing from it instead of scoring the history again. Added after
+        # ``model_role``.
+        sa.Column("surprise", sa.Float, nullable=True),
         sa.UniqueConstraint("component", "scored_at", name=f"uq_{name}_component_scored_at"),
         sa.Index(f"ix_{name}_component_scored_at", "component", "scored_at"),
     )
@@ -203,6 +207,7 @@ _SCORE_DEFAULTS: dict[str, Any] = {
     "calibrated": False,
     "stale": False,
     "model_role": "champion",
+    "surprise": None,
 }
 
 
@@ -430,6 +435,7 @@ def _score_row(values: dict[str, Any], row: int, created_at: dt.datetime) -> dic
         "anomaly_score",
         "forecast_probability",
         "time_to_threshold_seconds",
+        "surprise",
     ):
         params[name] = _optional_float(values[name], name, row)
     if params["raw_risk"] is None and not params["calibrated"]:
@@ -538,6 +544,7 @@ class RiskStore:
         metadata.create_all(self.engine)
         _add_raw_risk_column(self.engine)
         _add_model_role_column(self.engine)
+        _add_surprise_columns(self.engine)
         _add_outbox_columns(self.engine)
         logger.debug("risk store opened at %s", parsed.render_as_string(hide_password=True))
 
@@ -745,6 +752,36 @@ class RiskStore:
         return {
             name: value.item() if isinstance(value, np.generic) else value
             for name, value in row.items()
+        }
+
+    def last_scores(
+        self, components: Sequence[str], *, shadow: bool = False
+    ) -> dict[str, dict[str, Any]]:
+        """Return the latest score of each of ``components`` that has one.
+
+        The values are those of :meth:`last_score`; a component without a score has no
+        entry. All lookups share one connection, and each reads one row through the
+        (component, scored_at) index, so the cost grows with the number of components,
+        not with the stored history.
+        """
+        table = shadow_scores_table if shadow else scores_table
+        query = (
+            sa.select(table)
+            .where(table.c.component == sa.bindparam("wanted"))
+            .order_by(table.c.scored_at.desc())
+            .limit(1)
+        )
+        rows = []
+        with self.engine.connect() as connection:
+            for component in components:
+                rows.extend(connection.execute(query, {"wanted": component}).mappings().all())
+        frame = _frame(rows, table, "drivers")
+        return {
+            row["component"]: {
+                name: value.item() if isinstance(value, np.generic) else value
+                for name, value in row.items()
+            }
+            for row in frame.to_dict(orient="records")
         }
 
     def _read_scores(self, query: sa.Select[Any], table: sa.Table = scores_table) -> pd.DataFrame:
@@ -1154,6 +1191,18 @@ def _add_model_role_column(engine: Engine) -> None:
     with engine.begin() as connection:
         connection.execute(sa.text("ALTER TABLE scores ADD COLUMN model_role VARCHAR(32)"))
     logger.info("risk store: added column scores.model_role")
+
+
+def _add_surprise_columns(engine: Engine) -> None:
+    """Add ``surprise`` to score tables created before it existed; old rows stay NULL."""
+    inspector = sa.inspect(engine)
+    for table in (scores_table, shadow_scores_table):
+        columns = {column["name"] for column in inspector.get_columns(table.name)}
+        if "surprise" in columns:
+            continue
+        with engine.begin() as connection:
+            connection.execute(sa.text(f"ALTER TABLE {table.name} ADD COLUMN surprise FLOAT"))
+        logger.info("risk store: added column %s.surprise", table.name)
 
 
 def _add_outbox_columns(engine: Engine) -> None:

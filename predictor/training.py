@@ -151,27 +151,12 @@ def train_fleet(
 
     started = time.perf_counter()
     fleet = FleetModel(params=_model_params(settings))
-    dropped_members = 0
-    for component in progress(names, desc="training", unit="component"):
-        window = windows.get(component, TrainingWindow(None, None))
-        rows = telemetry.read(components=[component], start=window.start, end=window.end)
-        if rows.empty:
-            logger.warning(
-                "train: component %s has no rows in its training window; skipped", component
-            )
-            continue
-        model = fit_component(component, rows, settings)
-        fleet.components[component] = model
-        dropped_members += len(model.ensemble.dropped_members_)
-        logger.info(
-            "train: component %s fitted on %d grid points (%s to %s), %d metrics, %d forecasters",
-            component,
-            model.train_rows,
-            model.train_start,
-            model.train_end,
-            len(model.metrics),
-            len(model.forecasters),
-        )
+    if settings.model.sharing == "group":
+        fleet.components.update(_fit_shared(settings, telemetry, windows, names))
+    else:
+        fleet.components.update(_fit_each(settings, telemetry, windows, names))
+    ensembles = {id(model.ensemble): model.ensemble for model in fleet.components.values()}
+    dropped_members = sum(len(ensemble.dropped_members_) for ensemble in ensembles.values())
 
     seconds = time.perf_counter() - started
     train_points = [model.train_rows for model in fleet.components.values()]
@@ -184,6 +169,58 @@ def train_fleet(
     }
     logger.info("train: fitted %d components in %.1f s", len(fleet.components), seconds)
     return fleet, metrics
+
+
+def _fit_each(
+    settings: Settings,
+    telemetry: TelemetryStore,
+    windows: Mapping[str, TrainingWindow],
+    names: list[str],
+) -> dict[str, ComponentModel]:
+    """Fit one ensemble per component."""
+    models = {}
+    for component in progress(names, desc="training", unit="component"):
+        window = windows.get(component, TrainingWindow(None, None))
+        rows = telemetry.read(components=[component], start=window.start, end=window.end)
+        if rows.empty:
+            logger.warning(
+                "train: component %s has no rows in its training window; skipped", component
+            )
+            continue
+        model = fit_component(component, rows, settings)
+        models[component] = model
+        logger.info(
+            "train: component %s fitted on %d grid points (%s to %s), %d metrics, %d forecasters",
+            component,
+            model.train_rows,
+            model.train_start,
+            model.train_end,
+            len(model.metrics),
+            len(model.forecasters),
+        )
+    return models
+
+
+def _fit_shared(
+    settings: Settings,
+    telemetry: TelemetryStore,
+    windows: Mapping[str, TrainingWindow],
+    names: list[str],
+) -> dict[str, ComponentModel]:
+    """Fit one ensemble per declared group (``[model] sharing = "group"``)."""
+    # Imported here because the shared path reuses this module's grid_steps.
+    from predictor.shared_training import fit_shared_group
+
+    by_group: dict[str | None, list[str]] = {}
+    for component in names:
+        declared = settings.component(component)
+        by_group.setdefault(declared.group if declared else None, []).append(component)
+    models = {}
+    for group, members in by_group.items():
+        models.update(
+            fit_shared_group(settings, telemetry, windows, group, members, MIN_TRAIN_POINTS)
+        )
+    return models
 
 
 def _model_params(settings: Settings) -> dict[str, object]:
@@ -199,5 +236,6 @@ def _model_params(settings: Settings) -> dict[str, object]:
         "n_estimators": model.n_estimators,
         "n_neighbors": model.n_neighbors,
         "random_state": model.random_state,
+        "sharing": model.sharing,
         "thresholds": len(settings.thresholds),
     }

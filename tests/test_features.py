@@ -8,7 +8,14 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from predictor.features import build_grid, feature_metric, infer_step_seconds, make_features
+from predictor.features import (
+    build_grid,
+    feature_metric,
+    infer_step_seconds,
+    make_features,
+    trailing_median,
+    trailing_std,
+)
 from predictor.telemetry.schema import empty_long_frame
 
 T0 = pd.Timestamp("2026-03-01 00:00:00", tz="UTC")
@@ -286,3 +293,43 @@ def test_features_reject_unordered_grid():
 )
 def test_feature_metric_names(column, metric):
     assert feature_metric(column) == metric
+
+
+def test_trailing_windows_match_pandas_rolling_on_real_telemetry_with_gaps(sample_data):
+    frame = pd.read_csv(
+        sample_data / "nab" / "realKnownCause" / "machine_temperature_system_failure.csv"
+    )
+    values = frame["value"].to_numpy(dtype="float64")[:5000].copy()
+    values[100:130] = np.nan
+    values[::97] = np.nan
+    series = pd.Series(values)
+
+    median = trailing_median(values, 12)
+    std = trailing_std(values, 12)
+
+    np.testing.assert_array_equal(median, series.rolling(12, min_periods=2).median().to_numpy())
+    np.testing.assert_allclose(
+        std, series.rolling(12, min_periods=2).std().to_numpy(), rtol=1e-9, atol=1e-9
+    )
+
+
+def test_trailing_std_of_a_constant_window_is_exactly_zero():
+    values = np.array([3.1, 3.1, 3.1, 3.1, 7.0, 3.1, 3.1, 3.1, 3.1, 3.1])
+
+    std = trailing_std(values, 3)
+
+    assert std[3] == 0.0
+    assert std[-1] == 0.0
+
+
+def test_make_features_of_an_empty_grid_has_the_feature_columns():
+    grid = pd.DataFrame(columns=["cpu", "mem"], dtype="float64")
+
+    features = make_features(grid, window_steps=12)
+
+    assert features.empty
+    assert list(features.columns) == [
+        f"{metric}:{kind}"
+        for metric in ("cpu", "mem")
+        for kind in ("value", "diff", "resid", "std")
+    ]

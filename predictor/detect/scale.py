@@ -65,6 +65,33 @@ def smooth_surprise(surprise: np.ndarray, span: int) -> np.ndarray:
     return smoothed
 
 
+def continue_smoothing(surprise: np.ndarray, span: int, previous: float) -> np.ndarray:
+    """Continue the smoothing of :func:`smooth_surprise` from the smoothed value of the
+    row just before ``surprise[0]``.
+
+    After :func:`smoothing_memory_rows` rows of history the weighted mean is the
+    recursion ``s_t = w * x_t + (1 - w) * s_{t-1}`` with ``w = 2 / (span + 1)`` to
+    within 1e-9, so carrying ``previous`` over gives the scores of a run that reads the
+    whole history, without scoring that history again. NaN rows stay NaN and leave the
+    carried value as it was.
+
+    Examples
+    --------
+    >>> continue_smoothing(np.array([3.0, np.nan, 0.0]), span=2, previous=0.0).round(3).tolist()
+    [2.0, nan, 0.667]
+    """
+    surprise = np.asarray(surprise, dtype="float64")
+    weight = 2.0 / (int(span) + 1)
+    smoothed = np.full(len(surprise), np.nan)
+    current = float(previous)
+    for index, value in enumerate(surprise):
+        if np.isnan(value):
+            continue
+        current = weight * value + (1.0 - weight) * current
+        smoothed[index] = current
+    return smoothed
+
+
 def smoothing_memory_rows(span: int) -> int:
     """Return how many earlier rows the smoothed value of a row still depends on."""
     return 0 if span <= 1 else SMOOTHING_MEMORY_SPANS * int(span)

@@ -159,13 +159,14 @@ def run_recursion(
     )
 
 
-def damped_trend_sums(phi: float, horizon_steps: int) -> np.ndarray:
+def damped_trend_sums(phi: float | np.ndarray, horizon_steps: int) -> np.ndarray:
     """Return ``phi + phi**2 + ... + phi**h`` for ``h = 1..horizon_steps``.
 
     This is the multiplier of the trend in the ``h``-step forecast: ``h`` for an
-    undamped trend (``phi = 1``) and 0 without trend (``phi = 0``).
+    undamped trend (``phi = 1``) and 0 without trend (``phi = 0``). An array ``phi``
+    of shape (..., 1) gives one row of sums per entry.
     """
-    return np.cumsum(np.power(phi, np.arange(1, horizon_steps + 1, dtype=float)))
+    return np.cumsum(np.power(phi, np.arange(1, horizon_steps + 1, dtype=float)), axis=-1)
 
 
 def variance_factors(params: SmoothingParams, season_steps: int, horizon_steps: int) -> np.ndarray:

@@ -12,6 +12,8 @@ from __future__ import annotations
 import logging
 import numbers
 import warnings
+from collections.abc import Hashable
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
@@ -218,27 +220,48 @@ class DegradationForecaster(BaseEstimator):
             When simple exponential smoothing replaces the trend model (see Notes).
         """
         self._validate_params()
-        values, index = _validate_series(y, "y")
-        name = _series_name(y)
-        if len(index) < 2:
-            raise ValueError(
-                f"y ({name}): expected at least 2 grid points to know the step, got {len(index)}"
-            )
-        step = pd.Timedelta(index[1] - index[0])
-
-        start, stop = _fit_window(values, index, name)
-        window = values[start:stop]
-        observed = np.isfinite(window)
-        filled = _interpolate(window)
-        n_observed = int(observed.sum())
-
-        kind, params, initial, reason = self._fit_with_fallback(filled, window, n_observed, name)
-
+        data = prepare_fit_input(y)
+        kind, params, initial, reason = self._fit_with_fallback(
+            data.filled, data.window, data.n_observed, data.name
+        )
         # Fitted stretch first (equal to statsmodels' in-sample recursion), then the
         # missing values after the last observation, which advance by prediction only.
-        fitted_path = run_recursion(filled, params, initial)
-        end_state = run_recursion(values[stop:], params, fitted_path.final_state).final_state
+        fitted_path = run_recursion(data.filled, params, initial)
+        end_state = run_recursion(
+            data.values[data.stop :], params, fitted_path.final_state
+        ).final_state
+        return self._store_fit(
+            data, kind, params, initial, reason, fitted_path.predictions, end_state
+        )
 
+    def _store_fit(
+        self,
+        data: FitInput,
+        kind: str,
+        params: SmoothingParams,
+        initial: SmoothingState,
+        reason: str | None,
+        predictions: np.ndarray,
+        end_state: SmoothingState,
+        *,
+        sigma: float | None = None,
+        window_min: float | None = None,
+    ) -> DegradationForecaster:
+        """Set every fitted attribute from a fitted model and its in-sample recursion.
+
+        ``predictions`` are the one-step predictions over ``data.filled`` and
+        ``end_state`` is the state at the end of the training series. A caller that has
+        computed ``_robust_sigma`` of the residuals or the minimum of ``data.window``
+        for many series at once passes them as ``sigma`` and ``window_min``.
+        """
+        window = data.window
+        if sigma is None:
+            observed = np.isfinite(window)
+            sigma = _robust_sigma(
+                window[observed] - predictions[observed], scale=np.nanmax(np.abs(window))
+            )
+        if window_min is None:
+            window_min = float(np.nanmin(window))
         self.model_ = kind
         self.fallback_reason_ = reason
         self.alpha_ = params.alpha
@@ -252,27 +275,26 @@ class DegradationForecaster(BaseEstimator):
         self.trend_ = end_state.trend
         self.season_ = end_state.season
         self.season_steps_ = len(end_state.season)
-        self.sigma_ = _robust_sigma(
-            window[observed] - fitted_path.predictions[observed], scale=np.nanmax(np.abs(window))
-        )
+        self.sigma_ = sigma
         self.variance_factors_ = variance_factors(params, self.season_steps_, self.horizon_steps)
-        self.step_ = step
-        self.train_start_ = index[start]
-        self.train_end_ = index[-1]
+        self.step_ = data.step
+        self.train_start_ = data.index[data.start]
+        self.train_end_ = data.index[-1]
         self.nonnegative_ = (
-            bool(np.nanmin(window) >= 0.0) if self.nonnegative is None else self.nonnegative
+            bool(window_min >= 0.0) if self.nonnegative is None else self.nonnegative
         )
-        self.fittedvalues_ = pd.Series(
-            fitted_path.predictions, index=index[start:stop], name=y.name
-        )
-        self.n_observations_ = n_observed
+        fitted_index = data.index
+        if (data.start, data.stop) != (0, len(data.index)):
+            fitted_index = data.index[data.start : data.stop]
+        self.fittedvalues_ = pd.Series(predictions, index=fitted_index, name=data.series_name)
+        self.n_observations_ = data.n_observed
 
         logger.debug(
             "forecast %s: fitted %s on %d observations (alpha=%.3g, beta=%.3g, phi=%.3g, "
             "gamma=%.3g, sigma=%.3g)",
-            name,
+            data.name,
             kind,
-            n_observed,
+            data.n_observed,
             self.alpha_,
             self.beta_,
             self.phi_,
@@ -428,16 +450,7 @@ class DegradationForecaster(BaseEstimator):
                     return kind, params, initial, None
                 reason = f"the {kind} fit is implausible: {reason}"
 
-        logger.warning(
-            "forecast %s: using simple exponential smoothing without trend because %s",
-            name,
-            reason,
-        )
-        warnings.warn(
-            f"forecast {name}: using simple exponential smoothing without trend because {reason}",
-            ForecastFallbackWarning,
-            stacklevel=3,
-        )
+        warn_simple_fallback(name, reason, stacklevel=4)
         params, initial = _fit_statsmodels(filled, "simple", 0, self.horizon_steps, name)
         return "simple", params, initial, reason
 
@@ -469,19 +482,7 @@ class DegradationForecaster(BaseEstimator):
             + damped_trend_sums(params.phi, self.horizon_steps) * state.trend
             + seasonal
         )
-        if not np.all(np.isfinite(means)):
-            return "the forecast over the horizon is not finite"
-
-        low, high = float(np.nanmin(window)), float(np.nanmax(window))
-        span = max(high - low, 1e-9 * max(1.0, abs(low), abs(high)))
-        lower = low - PLAUSIBLE_RANGE_FACTOR * span
-        upper = high + PLAUSIBLE_RANGE_FACTOR * span
-        if means.min() < lower or means.max() > upper:
-            return (
-                f"the forecast over the horizon spans [{means.min():.6g}, {means.max():.6g}], "
-                f"outside the plausible range [{lower:.6g}, {upper:.6g}]"
-            )
-        return None
+        return implausible_forecast(means, float(np.nanmin(window)), float(np.nanmax(window)))
 
     def _params(self) -> SmoothingParams:
         if self.model_ == "simple":
@@ -533,6 +534,50 @@ class DegradationForecaster(BaseEstimator):
         seconds = np.where(crossed.any(axis=1), first_step * self.step_.total_seconds(), np.nan)
         seconds[self._beyond(current)] = 0.0
         return seconds
+
+
+def warn_simple_fallback(name: str, reason: str, stacklevel: int) -> None:
+    """Log and warn that simple exponential smoothing replaces the trend model."""
+    logger.warning(
+        "forecast %s: using simple exponential smoothing without trend because %s",
+        name,
+        reason,
+    )
+    warnings.warn(
+        f"forecast {name}: using simple exponential smoothing without trend because {reason}",
+        ForecastFallbackWarning,
+        stacklevel=stacklevel,
+    )
+
+
+def implausible_forecast(means: np.ndarray, low: float, high: float) -> str | None:
+    """Return why mean forecasts over the horizon are implausible, or None.
+
+    They are implausible when one is not finite or one leaves
+    ``[low - k * span, high + k * span]``, where ``low`` and ``high`` are the extremes of
+    the training values, ``span = high - low`` and ``k = PLAUSIBLE_RANGE_FACTOR``.
+    """
+    if not np.all(np.isfinite(means)):
+        return "the forecast over the horizon is not finite"
+    lower, upper = plausible_range(low, high)
+    if means.min() < lower or means.max() > upper:
+        return (
+            f"the forecast over the horizon spans [{means.min():.6g}, {means.max():.6g}], "
+            f"outside the plausible range [{lower:.6g}, {upper:.6g}]"
+        )
+    return None
+
+
+def plausible_range(low, high):
+    """Return the bounds ``low - k * span`` and ``high + k * span`` of plausible forecasts.
+
+    ``low`` and ``high`` are the extremes of the training values, as floats or as
+    arrays with one entry per series; ``span = high - low``, at least 1e-9 times their
+    magnitude, and ``k = PLAUSIBLE_RANGE_FACTOR``.
+    """
+    magnitude = np.maximum(1.0, np.maximum(np.abs(low), np.abs(high)))
+    span = np.maximum(np.subtract(high, low), 1e-9 * magnitude)
+    return low - PLAUSIBLE_RANGE_FACTOR * span, high + PLAUSIBLE_RANGE_FACTOR * span
 
 
 def min_level_smoothing(horizon_steps: int) -> float:
@@ -595,6 +640,77 @@ def _fit_statsmodels(
     return params, initial
 
 
+@dataclass(frozen=True)
+class FitInput:
+    """A validated training series and the stretch of it that a model is fitted on.
+
+    Attributes
+    ----------
+    name : str
+        The series name for messages.
+    series_name : Hashable
+        ``y.name``, kept for the fitted values.
+    values : ndarray of shape (n,)
+        All values; NaN marks a missing one.
+    index : pandas.DatetimeIndex
+        The UTC grid of ``values``.
+    step : pandas.Timedelta
+        The grid step.
+    start, stop : int
+        Positions ``[start, stop)`` of the fitted stretch (see :func:`prepare_fit_input`).
+    window : ndarray of shape (stop - start,)
+        ``values[start:stop]``, NaN where missing.
+    filled : ndarray of shape (stop - start,)
+        ``window`` with its gaps bridged linearly.
+    n_observed : int
+        Observed values in ``window``.
+    """
+
+    name: str
+    series_name: Hashable
+    values: np.ndarray
+    index: pd.DatetimeIndex
+    step: pd.Timedelta
+    start: int
+    stop: int
+    window: np.ndarray
+    filled: np.ndarray
+    n_observed: int
+
+
+def prepare_fit_input(y: object) -> FitInput:
+    """Validate a training series and pick the stretch to fit on.
+
+    The stretch ends at the last observation and starts after the last gap longer than
+    ``MAX_INTERPOLATED_GAP_STEPS``; shorter gaps in it are bridged linearly.
+
+    Raises
+    ------
+    TypeError, ValueError
+        As :meth:`DegradationForecaster.fit` documents.
+    """
+    values, index = _validate_series(y, "y")
+    name = _series_name(y)
+    if len(index) < 2:
+        raise ValueError(
+            f"y ({name}): expected at least 2 grid points to know the step, got {len(index)}"
+        )
+    start, stop = _fit_window(values, index, name)
+    window = values[start:stop]
+    return FitInput(
+        name=name,
+        series_name=y.name,
+        values=values,
+        index=index,
+        step=pd.Timedelta(index[1] - index[0]),
+        start=start,
+        stop=stop,
+        window=window,
+        filled=_interpolate(window),
+        n_observed=int(np.isfinite(window).sum()),
+    )
+
+
 def _validate_series(
     y: object, where: str, regular: bool = True
 ) -> tuple[np.ndarray, pd.DatetimeIndex]:
@@ -632,9 +748,9 @@ def _validate_series(
             f"{index[infinite[0]]}"
         )
     if regular and len(index) > 2:
-        steps = np.unique(_nanoseconds(index[1:] - index[:-1]))
-        if len(steps) > 1:
-            found = [str(pd.Timedelta(int(step))) for step in steps[:3]]
+        steps = np.diff(index.to_numpy(dtype="datetime64[ns]").astype(np.int64))
+        if np.any(steps != steps[0]):
+            found = [str(pd.Timedelta(int(step))) for step in np.unique(steps)[:3]]
             raise ValueError(
                 f"{where} ({name}): expected a regular grid with one fixed step, got steps "
                 f"{found}; resample to the grid first and leave NaN for missing points"

@@ -37,7 +37,7 @@ from predictor.features import build_grid, make_features
 from predictor.lifecycle import registry
 from predictor.model import ComponentModel, FleetModel
 from predictor.risk_calibration import failure_targets
-from predictor.scoring import _smoothed_anomaly
+from predictor.scoring import smoothed_anomaly
 from predictor.telemetry import LabeledFailure, TelemetryStore
 from predictor.training import TrainingWindow, train_fleet
 
@@ -136,7 +136,8 @@ def holdout_anomaly(
     times = grid.index[(grid.index >= window.start) & (grid.index <= window.end)]
     if len(times) == 0:
         return pd.Series(dtype="float64")
-    return pd.Series(_smoothed_anomaly(model, features, times, smoothing_rows), index=times)
+    anomaly, _ = smoothed_anomaly(model, features, times, smoothing_rows, None)
+    return pd.Series(anomaly, index=times)
 
 
 def _metrics(scores: np.ndarray, target: np.ndarray | None, alarm_level: float) -> dict:

@@ -24,7 +24,8 @@ import numpy as np
 import pandas as pd
 
 from predictor.exceptions import UntrustedModelError
-from predictor.model import FleetModel
+from predictor.lifecycle.packing import PackedObjects, pack_objects, unpack_objects
+from predictor.model import ComponentModel, FleetModel
 
 logger = logging.getLogger(__name__)
 
@@ -44,6 +45,9 @@ TRUSTED_TYPES: tuple[str, ...] = (
     "predictor.lifecycle.serialization.EncodedTimestamp",
     "predictor.lifecycle.serialization.EncodedTimedelta",
     "predictor.lifecycle.serialization.EncodedSeries",
+    "predictor.lifecycle.serialization.PackedGroup",
+    "predictor.lifecycle.packing.PackedObjects",
+    "predictor.lifecycle.packing.PackedColumn",
     "pyod.models.iforest.IForest",
     "pyod.models.knn.KNN",
     "pyod.models.lof.LOF",
@@ -117,12 +121,97 @@ class EncodedSeries:
         return pd.Series(self.values, index=index, name=self.name)
 
 
-def _encode(value: Any, where: str) -> Any:
+@dataclass
+class PackedGroup:
+    """The component models that share one ensemble, stored column-wise.
+
+    skops writes an object's full description each time it is reached, and a node
+    per string and list, so a group of thousands of components would repeat its
+    ensemble and its metric names per component. The file holds each shared ensemble
+    once, in the fleet's ``shared_ensembles`` list, and the group's component models
+    and forecasters as columns (see :mod:`predictor.lifecycle.packing`).
+
+    Attributes
+    ----------
+    position : int
+        The group's ensemble in ``shared_ensembles``.
+    models : PackedObjects
+        The component models without their ensemble and forecasters.
+    forecasters : dict of str to tuple
+        Per forecast metric: the positions of the models that have a forecaster for
+        it, and those forecasters.
+    """
+
+    position: int
+    models: PackedObjects
+    forecasters: dict[str, tuple[np.ndarray, PackedObjects]]
+
+
+def _share_ensembles(fleet: FleetModel) -> FleetModel:
+    """Return a copy of ``fleet`` whose group-shared models are packed per group."""
+    groups: dict[int, list[ComponentModel]] = {}
+    for model in fleet.components.values():
+        if model.shares_ensemble:
+            groups.setdefault(id(model.ensemble), []).append(model)
+    if not groups:
+        return fleet
+    clone = copy.copy(fleet)
+    clone.components = {
+        name: model for name, model in fleet.components.items() if not model.shares_ensemble
+    }
+    clone.shared_ensembles = [models[0].ensemble for models in groups.values()]
+    clone.packed_groups = [
+        _pack_group(position, models) for position, models in enumerate(groups.values())
+    ]
+    clone.component_order = np.array(list(fleet.components), dtype=str)
+    return clone
+
+
+def _pack_group(position: int, models: list[ComponentModel]) -> PackedGroup:
+    metrics = sorted({metric for model in models for metric in model.forecasters})
+    forecasters = {}
+    for metric in metrics:
+        owners = np.array([row for row, model in enumerate(models) if metric in model.forecasters])
+        forecasters[metric] = (
+            owners,
+            pack_objects([models[row].forecasters[metric] for row in owners]),
+        )
+    packed = pack_objects(models, exclude=("ensemble", "forecasters"))
+    return PackedGroup(position, packed, forecasters)
+
+
+def _link_shared_ensembles(fleet: FleetModel) -> FleetModel:
+    """Rebuild the packed component models of a loaded fleet around their ensembles."""
+    state = vars(fleet)
+    shared = state.pop("shared_ensembles", None)
+    packed_groups = state.pop("packed_groups", None)
+    order = state.pop("component_order", None)
+    if shared is None or packed_groups is None:
+        return fleet
+    rebuilt = dict(fleet.components)
+    for group in packed_groups:
+        models = unpack_objects(group.models)
+        for model in models:
+            model.ensemble = shared[group.position]
+            model.forecasters = {}
+        for metric, (owners, packed) in group.forecasters.items():
+            for row, forecaster in zip(owners, unpack_objects(packed), strict=True):
+                models[row].forecasters[metric] = forecaster
+        rebuilt.update((model.component, model) for model in models)
+    names = list(order) if order is not None else sorted(rebuilt)
+    fleet.components = {str(name): rebuilt[str(name)] for name in names}
+    return fleet
+
+
+def _encode(value: Any, where: str, clones: dict[int, Any] | None = None) -> Any:
     """Return ``value`` with its pandas objects replaced by encoded ones.
 
     The project's own objects are copied shallowly, so the fitted model passed in is
-    not changed. Other objects (numpy, scikit-learn, PyOD) are returned as they are.
+    not changed. An object reached twice (a group's shared ensemble) is copied once,
+    so skops stores it once and loads it as one object. Other objects (numpy,
+    scikit-learn, PyOD) are returned as they are.
     """
+    clones = {} if clones is None else clones
     if isinstance(value, pd.Timestamp):
         return EncodedTimestamp(int(value.value), str(value.tz) if value.tz else None, value.unit)
     if isinstance(value, pd.Timedelta):
@@ -135,15 +224,18 @@ def _encode(value: Any, where: str) -> Any:
             "store it as numpy arrays"
         )
     if isinstance(value, dict):
-        return {key: _encode(item, f"{where}[{key!r}]") for key, item in value.items()}
+        return {key: _encode(item, f"{where}[{key!r}]", clones) for key, item in value.items()}
     if isinstance(value, list):
-        return [_encode(item, f"{where}[{i}]") for i, item in enumerate(value)]
+        return [_encode(item, f"{where}[{i}]", clones) for i, item in enumerate(value)]
     if isinstance(value, tuple):
-        return tuple(_encode(item, f"{where}[{i}]") for i, item in enumerate(value))
+        return tuple(_encode(item, f"{where}[{i}]", clones) for i, item in enumerate(value))
     if type(value).__module__.startswith(_OWN_MODULE_PREFIX) and hasattr(value, "__dict__"):
+        if id(value) in clones:
+            return clones[id(value)]
         clone = copy.copy(value)
+        clones[id(value)] = clone
         for name, item in vars(value).items():
-            setattr(clone, name, _encode(item, f"{where}.{name}"))
+            setattr(clone, name, _encode(item, f"{where}.{name}", clones))
         return clone
     return value
 
@@ -205,7 +297,7 @@ def save_fleet(fleet: FleetModel, path: str | Path) -> Path:
     import skops.io as sio
 
     path = Path(path)
-    sio.dump(_encode(fleet, "fleet"), path)
+    sio.dump(_encode(_share_ensembles(fleet), "fleet"), path)
     logger.debug("serialization: wrote %d components to %s", len(fleet.components), path)
     return path
 
@@ -243,4 +335,4 @@ def load_fleet(path: str | Path) -> FleetModel:
         raise UntrustedModelError(
             f"{path}: expected a FleetModel, the file contains a {type(fleet).__name__}"
         )
-    return fleet
+    return _link_shared_ensembles(fleet)

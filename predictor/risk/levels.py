@@ -209,9 +209,7 @@ def _checked_risk(value: object, index: int) -> float:
 
 def _validate_state(state: LevelState) -> None:
     if state.level not in (*LEVELS, UNKNOWN):
-        raise ValueError(
-            f"state.level: expected one of {[*LEVELS, UNKNOWN]}, got {state.level!r}"
-        )
+        raise ValueError(f"state.level: expected one of {[*LEVELS, UNKNOWN]}, got {state.level!r}")
     if state.pending_level is not None and state.pending_level not in LEVELS:
         raise ValueError(
             f"state.pending_level: expected None or one of {list(LEVELS)}, "

@@ -205,8 +205,13 @@ def _log_summary(summary: IngestSummary) -> None:
     logger.info(
         "ingest %s from %s: %d rows read, %d written, %d quarantined, %d duplicates, "
         "%d components, quarantine file %s",
-        summary.source, summary.path, summary.rows_read, summary.written,
-        summary.quarantined, summary.duplicates, len(summary.components),
+        summary.source,
+        summary.path,
+        summary.rows_read,
+        summary.written,
+        summary.quarantined,
+        summary.duplicates,
+        len(summary.components),
         summary.quarantine_file or "(none: no row was quarantined)",
     )
 

@@ -112,8 +112,7 @@ def _entry(table: Any, key: str, path: Path) -> list[Any]:
     if key not in table:
         examples = sorted(table)[:3]
         raise InputError(
-            f"no entry for labels_key {key!r}; the file has {len(table)} keys such as "
-            f"{examples}",
+            f"no entry for labels_key {key!r}; the file has {len(table)} keys such as {examples}",
             path=str(path),
         )
     entry = table[key]
@@ -145,8 +144,10 @@ def _read_nab_labels(source: SourceConfig, labels_path: Path) -> list[LabeledFai
     data_path = Path(str(source.path))
     key = source.labels_key or f"{data_path.parent.name}/{data_path.name}"
 
-    labels = [_utc(value, labels_path, key) for value in _entry(_load_json(labels_path), key,
-                                                                labels_path)]
+    labels = [
+        _utc(value, labels_path, key)
+        for value in _entry(_load_json(labels_path), key, labels_path)
+    ]
     windows = []
     for window in _entry(_load_json(windows_path), key, windows_path):
         if not isinstance(window, list) or len(window) != 2:
@@ -162,8 +163,7 @@ def _read_nab_labels(source: SourceConfig, labels_path: Path) -> list[LabeledFai
         containing = [(start, end) for start, end in windows if start <= label <= end]
         if not containing:
             raise InputError(
-                f"entry {key!r}: label {str(label)!r} lies in no anomaly window of "
-                f"{windows_path}",
+                f"entry {key!r}: label {str(label)!r} lies in no anomaly window of {windows_path}",
                 path=str(labels_path),
             )
         start, end = containing[0]
@@ -176,8 +176,13 @@ def _read_row_labels(source: SourceConfig, path: Path) -> list[LabeledFailure]:
         raise InputError(f"label file {path.name!r} not found", path=str(path))
     try:
         # Blank lines are kept so that line i stays row i of the matrix source.
-        text = pd.read_csv(path, header=None, dtype=str, skip_blank_lines=False,
-                           keep_default_na=False).iloc[:, 0].str.strip()
+        text = (
+            pd.read_csv(
+                path, header=None, dtype=str, skip_blank_lines=False, keep_default_na=False
+            )
+            .iloc[:, 0]
+            .str.strip()
+        )
     except pd.errors.EmptyDataError:
         return []
     flags = pd.to_numeric(text, errors="coerce")

@@ -164,7 +164,11 @@ def read_source(source: SourceConfig) -> RawTelemetry:
 
     logger.debug(
         "read source %s from %s: %d rows read, %d parsed, %d rejected",
-        source.name, path, raw.rows_read, len(raw.rows), len(raw.rejected),
+        source.name,
+        path,
+        raw.rows_read,
+        len(raw.rows),
+        len(raw.rejected),
     )
     return raw
 
@@ -261,21 +265,21 @@ def _csv_error(error: Exception, path: Path, encoding: str) -> InputError:
         byte = error.object[error.start : error.start + 1]
         return InputError(
             f"byte {byte!r} is not valid {encoding} text; set encoding in the source config "
-            "to the file's encoding (for example \"latin-1\" or \"utf-16\")",
-            path=str(path), row=line,
+            'to the file\'s encoding (for example "latin-1" or "utf-16")',
+            path=str(path),
+            row=line,
         )
     match = re.search(r"Expected (\d+) fields in line (\d+), saw (\d+)", str(error))
     if match:
         return InputError(
             f"expected {match[1]} fields as in the header, got {match[3]}",
-            path=str(path), row=int(match[2]),
+            path=str(path),
+            row=int(match[2]),
         )
     return InputError(f"cannot read as CSV: {str(error).strip()}", path=str(path))
 
 
-def _read_header_file(
-    path: Path, encoding: str = "utf-8-sig"
-) -> tuple[pd.DataFrame, np.ndarray]:
+def _read_header_file(path: Path, encoding: str = "utf-8-sig") -> tuple[pd.DataFrame, np.ndarray]:
     """Read a CSV or Parquet file with a header; return the frame and its row numbers."""
     if _is_parquet(path):
         try:
@@ -289,8 +293,13 @@ def _read_header_file(
         # Every cell is read as text so that nothing is coerced before we look at it:
         # a "1,024" must not silently become NaN.
         frame = pd.read_csv(
-            path, dtype=str, na_filter=False, keep_default_na=False,
-            skip_blank_lines=False, encoding=encoding, compression=compression,
+            path,
+            dtype=str,
+            na_filter=False,
+            keep_default_na=False,
+            skip_blank_lines=False,
+            encoding=encoding,
+            compression=compression,
         )
     except pd.errors.EmptyDataError:
         return pd.DataFrame(), np.array([], dtype=np.int64)
@@ -303,7 +312,8 @@ def _read_header_file(
             f"expected {len(frame.columns)} fields as in the header, got "
             f"{len(frame.columns) + 1}; a decimal comma in an unquoted value "
             "splits it in two",
-            path=str(path), row=2,
+            path=str(path),
+            row=2,
         )
     _reject_repeated_header(path, encoding, compression)
 
@@ -326,7 +336,9 @@ def _reject_repeated_header(path: Path, encoding: str, compression: str | None) 
     if repeated:
         raise InputError(
             f"the header names columns {repeated} more than once; expected unique names",
-            path=str(path), row=1, column=repeated[0],
+            path=str(path),
+            row=1,
+            column=repeated[0],
         )
 
 
@@ -342,7 +354,9 @@ def _require_columns(frame: pd.DataFrame, columns: list[str], path: Path) -> Non
         if column not in frame.columns:
             raise InputError(
                 f"missing column {column!r}; found columns {found}",
-                path=str(path), row=1, column=column,
+                path=str(path),
+                row=1,
+                column=column,
             )
 
 
@@ -393,8 +407,15 @@ def _read_long(
         source, path, frame, naive_is_utc=False, groups=groups
     )
     return _assemble(
-        source, path, timestamps, ts_reasons, frame[source.timestamp_column],
-        components, {VALUE: frame[VALUE]}, source_rows, row_metrics=metrics,
+        source,
+        path,
+        timestamps,
+        ts_reasons,
+        frame[source.timestamp_column],
+        components,
+        {VALUE: frame[VALUE]},
+        source_rows,
+        row_metrics=metrics,
     )
 
 
@@ -425,8 +446,14 @@ def _read_wide(
     )
     values = {column: frame[column] for column in metric_columns}
     return _assemble(
-        source, path, timestamps, ts_reasons, frame[source.timestamp_column],
-        components, values, source_rows,
+        source,
+        path,
+        timestamps,
+        ts_reasons,
+        frame[source.timestamp_column],
+        components,
+        values,
+        source_rows,
     )
 
 
@@ -440,8 +467,14 @@ def _read_nab(
         source, path, frame, naive_is_utc=True, groups=[components]
     )
     return _assemble(
-        source, path, timestamps, ts_reasons, frame[source.timestamp_column],
-        components, {source.metric: frame[VALUE]}, source_rows,
+        source,
+        path,
+        timestamps,
+        ts_reasons,
+        frame[source.timestamp_column],
+        components,
+        {source.metric: frame[VALUE]},
+        source_rows,
     )
 
 
@@ -461,7 +494,8 @@ def _component_values(
                 f"the file names components {others[:5]} but the source config sets "
                 f"component = {source.component!r}; remove one of them or set "
                 "component_column",
-                path=str(path), column=column,
+                path=str(path),
+                column=column,
             )
     return values
 
@@ -474,8 +508,7 @@ def _matrix_metric_names(source: SourceConfig) -> list[str]:
         return list(source.metric_names)
     if source.metric_names_path is None:
         raise ConfigError(
-            f"source {source.name!r}: format 'matrix' needs 'metric_names' or "
-            "'metric_names_path'"
+            f"source {source.name!r}: format 'matrix' needs 'metric_names' or 'metric_names_path'"
         )
     names_path = Path(source.metric_names_path)
     if not names_path.is_file():
@@ -522,7 +555,9 @@ def _read_matrix_cells(source: SourceConfig, path: Path) -> pd.DataFrame:
         return frame
 
     options = {
-        "header": None, "compression": _compression(path), "skip_blank_lines": False,
+        "header": None,
+        "compression": _compression(path),
+        "skip_blank_lines": False,
         "encoding": source.encoding,
     }
     if source.thousands is None and source.decimal == ".":
@@ -632,7 +667,9 @@ def _parse_epochs(
     if n_implausible:
         logger.warning(
             "source %s: %d epoch timestamps are before 2000-01-01 or in the future and are "
-            "rejected", source.name, n_implausible,
+            "rejected",
+            source.name,
+            n_implausible,
         )
 
     nanoseconds = np.zeros(len(as_float), dtype=np.int64)
@@ -668,8 +705,10 @@ def _localise(
         raise InputError(
             f"timestamp {str(naive.iloc[first])!r} has no UTC offset, so its zone is "
             "unknown; write times in ISO 8601 with an offset such as '+00:00', or set "
-            "timezone = \"<IANA zone>\" in the source config",
-            path=str(path), row=_row_of(frame, first), column=source.timestamp_column,
+            'timezone = "<IANA zone>" in the source config',
+            path=str(path),
+            row=_row_of(frame, first),
+            column=source.timestamp_column,
         )
 
     index = pd.DatetimeIndex(naive)
@@ -681,9 +720,7 @@ def _localise(
 
     localised = pd.Series(as_summer, index=naive.index)
     if ambiguous.any():
-        localised = _resolve_ambiguous(
-            source, path, naive, localised, ambiguous, groups, frame
-        )
+        localised = _resolve_ambiguous(source, path, naive, localised, ambiguous, groups, frame)
     return localised.dt.tz_convert("UTC").astype("datetime64[ns, UTC]")
 
 
@@ -711,7 +748,9 @@ def _resolve_ambiguous(
             f"daylight-saving change in {source.timezone!r} (first: {str(naive.iloc[first])!r}), "
             "so they could be either of two UTC times; set order_column to a column that "
             "gives the true row order, or write times with a UTC offset",
-            path=str(path), row=_row_of(frame, first), column=source.timestamp_column,
+            path=str(path),
+            row=_row_of(frame, first),
+            column=source.timestamp_column,
         )
 
     order = pd.to_numeric(frame[source.order_column], errors="coerce")
@@ -719,7 +758,9 @@ def _resolve_ambiguous(
         bad_row = int(np.flatnonzero(order.isna().to_numpy())[0])
         raise InputError(
             f"order_column must contain numbers, got {frame[source.order_column].iloc[bad_row]!r}",
-            path=str(path), row=_row_of(frame, bad_row), column=source.order_column,
+            path=str(path),
+            row=_row_of(frame, bad_row),
+            column=source.order_column,
         )
 
     keys = pd.MultiIndex.from_arrays(groups) if len(groups) > 1 else pd.Index(groups[0])
@@ -734,7 +775,8 @@ def _resolve_ambiguous(
             raise InputError(
                 f"cannot tell the two passes of a repeated daylight-saving hour apart for "
                 f"series {key!r} even in {source.order_column!r} order: {error}",
-                path=str(path), column=source.timestamp_column,
+                path=str(path),
+                column=source.timestamp_column,
             ) from None
         result.iloc[members] = local
     return result
@@ -772,12 +814,15 @@ def _parse_values(
         if unparsed.all():
             hint = (
                 "; list the metric columns in metric_names to leave it out"
-                if source.format == "wide" else ""
+                if source.format == "wide"
+                else ""
             )
             raise InputError(
                 f"expected numbers, but the column contains only text (for example "
                 f"{series[unparsed].iloc[0]!r}){hint}",
-                path=str(path), row=int(rows[0]), column=column,
+                path=str(path),
+                row=int(rows[0]),
+                column=column,
             )
     reasons[~np.isfinite(values)] = REASON_NON_FINITE
     reasons[unparsed] = REASON_NON_NUMERIC
@@ -796,9 +841,7 @@ def _is_nan_literal(text: pd.Series) -> np.ndarray:
 
 
 def _thousands_pattern(separator: str, decimal: str) -> str:
-    return (
-        rf"[+-]?\d{{1,3}}(?:{re.escape(separator)}\d{{3}})+(?:{re.escape(decimal)}\d*)?"
-    )
+    return rf"[+-]?\d{{1,3}}(?:{re.escape(separator)}\d{{3}})+(?:{re.escape(decimal)}\d*)?"
 
 
 def _reject_decimal_commas(
@@ -817,8 +860,10 @@ def _reject_decimal_commas(
         first = int(np.flatnonzero(decimal_comma)[0])
         raise InputError(
             f"value {text.iloc[first]!r} uses a decimal comma; expected a '.' decimal mark, "
-            "or set decimal = \",\" in the source config",
-            path=str(path), row=int(rows[first]), column=column,
+            'or set decimal = "," in the source config',
+            path=str(path),
+            row=int(rows[first]),
+            column=column,
         )
 
 
@@ -845,7 +890,9 @@ def _reject_undeclared_separators(
                 f"{int(grouped.sum())} values use {separator!r} as a thousands separator "
                 f"(for example {example!r}); set thousands = {json.dumps(separator)} in the "
                 f"source config{hint}",
-                path=str(path), row=int(rows[first]), column=column,
+                path=str(path),
+                row=int(rows[first]),
+                column=column,
             )
 
 

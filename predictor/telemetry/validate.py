@@ -109,9 +109,7 @@ def _declared_checks(
 
     # A component without a metrics list accepts every metric name.
     allowed = [
-        (name, metric)
-        for name, component in declared.items()
-        for metric in component.metrics
+        (name, metric) for name, component in declared.items() for metric in component.metrics
     ]
     restricted = components.isin([n for n, c in declared.items() if c.metrics]).to_numpy()
     pairs = pd.MultiIndex.from_arrays([components, metrics])

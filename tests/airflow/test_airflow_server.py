@@ -3,6 +3,12 @@
 The test starts the scheduler, DAG processor, triggerer and API server on a free port
 with this repository's dags/ and a temporary AIRFLOW_HOME, triggers the DAG through
 the REST API (v2, with a JWT from /auth/token) and waits for the run to succeed.
+
+`airflow standalone` runs its tasks with the LocalExecutor, which Airflow 3.3 accepts
+on a SQLite metadata database, and the test sets ``parallelism`` to 4, so the scoring
+shards run in separate worker processes at the same time. The test checks from the task
+instances' start and end times that they did overlap, and that the scores and hook
+calls equal those of one `predictor score` process on a copy of the same home.
 """
 
 from __future__ import annotations
@@ -20,6 +26,7 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
 pytestmark = pytest.mark.slow
@@ -27,6 +34,12 @@ pytestmark = pytest.mark.slow
 REPO = Path(__file__).resolve().parents[2]
 STARTUP_TIMEOUT_S = 120
 RUN_TIMEOUT_S = 150
+SCORE_TIMEOUT_S = 300
+# Row ids and wall-clock columns, which differ between two stores scored apart.
+RUN_COLUMNS = {
+    "scores": ["id", "created_at"],
+    "hook_calls": ["id", "called_at", "delivered_at", "next_attempt_at"],
+}
 
 
 def _free_port() -> int:
@@ -142,11 +155,62 @@ def _task_logs(api: AirflowApi, run_id: str) -> str:
     return "\n".join(parts)
 
 
-def test_standalone_airflow_runs_risk_scoring(trained_fleet, tmp_path):
+def _score_single_process(home: Path, config: Path) -> str:
+    """Score ``home`` with one `predictor score` process and return its output."""
+    env = {
+        name: value
+        for name, value in os.environ.items()
+        if not name.startswith(("AIRFLOW", "PREDICTOR_")) and name != "MLFLOW_TRACKING_URI"
+    }
+    env.update(
+        {
+            "PYTHONPATH": str(REPO),
+            "PREDICTOR_HOME": str(home),
+            "PREDICTOR_CONFIG": str(config),
+            "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",
+        }
+    )
+    completed = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "from predictor.cli import main; raise SystemExit(main())",
+            "score",
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=SCORE_TIMEOUT_S,
+        check=False,
+    )
+    assert completed.returncode == 0, completed.stdout[-3000:] + completed.stderr[-3000:]
+    return completed.stdout
+
+
+def _stored(home: Path, table: str) -> pd.DataFrame:
+    """Return a risk store table without its run columns, in a stable row order."""
+    with sqlite3.connect(home / "risk.db") as connection:
+        frame = pd.read_sql_query(f"SELECT * FROM {table}", connection)
+    return frame.drop(columns=RUN_COLUMNS[table]).sort_values(
+        [column for column in frame.columns if column not in RUN_COLUMNS[table]],
+        ignore_index=True,
+    )
+
+
+def _overlap_seconds(instances: list[dict]) -> float:
+    """Return how long every given task instance was running at once, or a negative gap."""
+    starts = [pd.Timestamp(item["start_date"]) for item in instances]
+    ends = [pd.Timestamp(item["end_date"]) for item in instances]
+    return (min(ends) - max(starts)).total_seconds()
+
+
+def test_standalone_shards_match_single_process(trained_fleet, tmp_path):
     import shutil
 
     predictor_home = tmp_path / "predictor-home"
     shutil.copytree(trained_fleet.home, predictor_home)
+    single_home = tmp_path / "single-process-home"
+    shutil.copytree(trained_fleet.home, single_home)
     airflow_home = tmp_path / "airflow-home"
     airflow_home.mkdir()
     port = _free_port()
@@ -189,17 +253,36 @@ def test_standalone_airflow_runs_risk_scoring(trained_fleet, tmp_path):
     finally:
         _stop(process)
     print(f"standalone Airflow: run {run_id} {state} after {time.monotonic() - started:.1f} s")
+    shards = sorted(
+        (item for item in instances if item["task_id"] == "score_shard"),
+        key=lambda item: item["map_index"],
+    )
+    overlap = _overlap_seconds(shards)
+    for shard in shards:
+        print(
+            f"score_shard[{shard['map_index']}]: {shard['start_date']} to {shard['end_date']} "
+            f"on {shard.get('hostname')} pid {shard.get('pid')}"
+        )
+    print(f"score_shard tasks ran together for {overlap:.1f} s")
+
+    single_started = time.monotonic()
+    _score_single_process(single_home, trained_fleet.config)
+    print(f"single-process predictor score: {time.monotonic() - single_started:.1f} s")
 
     assert state == "success"
-    shard_states = sorted(
-        (item["map_index"], item["state"])
-        for item in instances
-        if item["task_id"] == "score_shard"
-    )
-    assert shard_states == [(0, "success"), (1, "success")]
-    with sqlite3.connect(predictor_home / "risk.db") as connection:
-        components = connection.execute("SELECT DISTINCT component FROM scores").fetchall()
-    assert sorted(name for (name,) in components) == [
+    assert [(item["map_index"], item["state"]) for item in shards] == [
+        (0, "success"),
+        (1, "success"),
+    ]
+    # Sequential shards would give a negative value: one ended before the other started.
+    assert overlap > 0
+    assert len({item["pid"] for item in shards}) == 2
+    for table in ("scores", "hook_calls"):
+        sharded = _stored(predictor_home, table)
+        single = _stored(single_home, table)
+        assert len(sharded) > 0, table
+        pd.testing.assert_frame_equal(sharded, single, obj=table)
+    assert sorted(_stored(predictor_home, "scores")["component"].unique()) == [
         "ec2-request-latency",
         "machine-temperature",
     ]

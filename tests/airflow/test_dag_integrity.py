@@ -153,7 +153,7 @@ def test_dags_schedules_and_concurrency(dag_bag):
 def test_external_tasks_retry_with_backoff(dag_bag):
     external = {
         "telemetry_ingest": ["ingest_telemetry"],
-        "model_training": ["train_models"],
+        "model_training": ["plan_groups", "train_group"],
         "risk_scoring": ["plan_shards", "score_shard"],
     }
     for dag_id, task_ids in external.items():
@@ -173,4 +173,16 @@ def test_scoring_maps_shards_and_reports_failures(dag_bag):
     assert plan.downstream_task_ids == {"score_shard", "report_failed_shards"}
     assert shard.downstream_task_ids == {"report_failed_shards"}
     assert type(shard).__name__.endswith("MappedOperator")
+    assert report.trigger_rule == "all_done"
+
+
+def test_training_maps_groups_and_reports_failures(dag_bag):
+    training = dag_bag.dags["model_training"]
+    plan = training.task_dict["plan_groups"]
+    group = training.task_dict["train_group"]
+    report = training.task_dict["report_failed_groups"]
+
+    assert plan.downstream_task_ids == {"train_group", "report_failed_groups"}
+    assert group.downstream_task_ids == {"report_failed_groups"}
+    assert type(group).__name__.endswith("MappedOperator")
     assert report.trigger_rule == "all_done"

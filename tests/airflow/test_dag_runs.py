@@ -19,6 +19,8 @@ pytestmark = pytest.mark.slow
 
 HOOK_LOG = "failover-requests.jsonl"
 COMPONENTS = ["ec2-request-latency", "machine-temperature"]
+# The registered models of the fleet's two component groups.
+TRAINING_MODELS = ["predictor-fleet-nab-ec2", "predictor-fleet-nab-machine"]
 # Wall-clock columns of hook actions, which differ between two runs of the same scoring.
 HOOK_RUN_COLUMNS = ["id", "called_at", "delivered_at", "next_attempt_at"]
 
@@ -89,33 +91,73 @@ def test_telemetry_ingest_rerun_adds_nothing(trained_fleet, fleet_home, dag_runn
     _assert_same(before, after)
 
 
-def test_model_training_rerun_reuses_model(trained_fleet, fleet_home, dag_runner):
+def _registry(settings) -> dict[str, dict]:
+    """Return each registered model's version numbers and champion version."""
     import mlflow
 
-    from predictor.config import load_settings
-
-    settings = load_settings()
     mlflow.set_tracking_uri(settings.mlflow_tracking_uri)
     client = mlflow.MlflowClient()
+    return {
+        model.name: {
+            "versions": sorted(
+                str(v.version) for v in client.search_model_versions(f"name = '{model.name}'")
+            ),
+            "champion": str(client.get_model_version_by_alias(model.name, "champion").version),
+        }
+        for model in client.search_registered_models()
+    }
 
+
+def test_model_training_rerun_reuses_model(trained_fleet, fleet_home, dag_runner):
+    from predictor.config import load_settings
+
+    first = dag_runner.states(trained_fleet.training_run)
     rerun = dag_runner.run("model_training", trained_fleet.training_date)
-    models = client.search_registered_models()
-    versions = {
-        model.name: [
-            str(v.version) for v in client.search_model_versions(f"name = '{model.name}'")
-        ]
-        for model in models
-    }
-    champions = {
-        model.name: str(client.get_model_version_by_alias(model.name, "champion").version)
-        for model in models
-    }
+    states = dag_runner.states(rerun)
+    models = _registry(load_settings())
 
     assert str(trained_fleet.training_run.state) == "success"
+    assert _shard_result(first, "train_group") == ["success", "success"]
+    assert first[("report_failed_groups", -1)] == "success"
     assert str(rerun.state) == "success"
-    assert models, "the training DAG registered no model"
-    assert all(numbers == ["1"] for numbers in versions.values()), versions
-    assert set(champions.values()) == {"1"}
+    assert _shard_result(states, "train_group") == ["success", "success"]
+    assert sorted(models) == TRAINING_MODELS
+    for name, model in models.items():
+        assert model == {"versions": ["1"], "champion": "1"}, name
+
+
+def test_failed_group_reported_others_register(
+    trained_fleet, fleet_copy, dag_runner, capfd, monkeypatch
+):
+    from predictor.config import load_settings
+
+    # Damage the oldest telemetry file of machine-temperature, inside its training part.
+    folder = fleet_copy / "telemetry" / "component=machine-temperature"
+    oldest = sorted(folder.glob("date=*/part-*.parquet"))[0]
+    oldest.write_bytes(b"not a parquet file")
+    # A damaged file fails every retry the same way; without retries the run ends now
+    # instead of after the backoff delays.
+    monkeypatch.setattr(
+        dag_runner.dag_bag.dags["model_training"].task_dict["train_group"], "retries", 0
+    )
+
+    run = dag_runner.run("model_training", trained_fleet.training_date + pd.Timedelta(days=1))
+    states = dag_runner.states(run)
+    models = _registry(load_settings())
+    output = capfd.readouterr()
+
+    assert str(run.state) == "failed"
+    assert states[("plan_groups", -1)] == "success"
+    # Groups are in the sorted order of their components: 0 is ec2-request-latency.
+    assert states[("train_group", 0)] == "success"
+    assert states[("train_group", 1)] == "failed"
+    assert states[("report_failed_groups", -1)] == "failed"
+    assert models["predictor-fleet-nab-ec2"]["versions"] == ["1", "2"]
+    assert models["predictor-fleet-nab-machine"]["versions"] == ["1"]
+    assert (
+        "1 of 2 training groups failed: group predictor-fleet-nab-machine "
+        "(machine-temperature)" in output.out + output.err
+    )
 
 
 def test_scoring_rerun_and_shards_agree(fleet_copy, tmp_path, dag_runner, monkeypatch):
@@ -197,3 +239,26 @@ def test_plan_fixes_one_scoring_time(fleet_copy):
     assert [shard["components"] for shard in newest] == [[name] for name in COMPONENTS]
     assert [shard["until"] for shard in capped] == ["2014-03-01T00:00:00+00:00"] * 2
     assert fixed == [{"index": 0, "components": COMPONENTS, "until": "2014-02-01T00:00:00+00:00"}]
+
+
+def test_plan_lists_one_group_per_model(fleet_copy):
+    from predictor.orchestration import plan_training
+
+    groups = plan_training()
+
+    assert groups == [
+        {"index": 0, "group": "predictor-fleet-nab-ec2", "components": ["ec2-request-latency"]},
+        {
+            "index": 1,
+            "group": "predictor-fleet-nab-machine",
+            "components": ["machine-temperature"],
+        },
+    ]
+
+
+def test_train_group_rejects_foreign_component(fleet_copy):
+    from predictor.exceptions import ConfigError
+    from predictor.orchestration import train_group
+
+    with pytest.raises(ConfigError, match=r"machine-temperature in 'predictor-fleet-nab-machine'"):
+        train_group("predictor-fleet-nab-ec2", ["ec2-request-latency", "machine-temperature"])

@@ -6,7 +6,13 @@ import pandas as pd
 import pytest
 
 from predictor.exceptions import ConfigError
-from predictor.orchestration import parse_time, split_shards, summarize_scoring
+from predictor.orchestration import (
+    parse_time,
+    split_shards,
+    summarize_scoring,
+    summarize_training,
+    training_run_key,
+)
 
 NAMES = ["gpu-node-07", "router-2", "gpu-node-03", "replica-a", "gpu-node-11"]
 
@@ -84,3 +90,46 @@ def test_summary_of_clean_run_lists_no_failures():
 
     assert summary["failed_shards"] == []
     assert summary["components_scored"] == 1
+
+
+def _group_result(index: int, group: str, version: str | None, decision: str, reused=False):
+    return {
+        "index": index,
+        "group": group,
+        "components": [group],
+        "run_id": None if version is None else f"run-{index}",
+        "model_version": version,
+        "decision": decision,
+        "reused": reused,
+    }
+
+
+def test_training_summary_names_failed_groups():
+    groups = [
+        {"index": i, "group": name, "components": [name]}
+        for i, name in enumerate(["fleet-gpu", "fleet-nic", "fleet-psu", "fleet-fan"])
+    ]
+    results = [
+        _group_result(0, "fleet-gpu", "fleet-gpu/3", "promoted"),
+        None,
+        _group_result(2, "fleet-psu", None, "no training data"),
+        _group_result(3, "fleet-fan", "fleet-fan/2", "rejected", reused=True),
+    ]
+
+    summary = summarize_training(groups, results)
+
+    assert summary["groups"] == 4
+    assert summary["failed_groups"] == [
+        {"index": 1, "group": "fleet-nic", "components": ["fleet-nic"]}
+    ]
+    assert summary["registered"] == ["fleet-gpu/3", "fleet-fan/2"]
+    assert (summary["promoted"], summary["rejected"], summary["reused"]) == (1, 1, 1)
+    assert summary["without_data"] == ["fleet-psu"]
+
+
+def test_training_run_key_changes_with_params():
+    key = training_run_key("model_training", "2024-06-02T00:00:00+00:00", None, None, None)
+    other = training_run_key("model_training", "2024-06-02T00:00:00+00:00", None, None, 7.0)
+
+    assert key == "model_training|2024-06-02T00:00:00+00:00|None|None|None"
+    assert other != key
