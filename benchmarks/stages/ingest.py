@@ -19,7 +19,6 @@ import shutil
 import statistics
 import time
 from pathlib import Path
-from typing import Any
 
 import pandas as pd
 import pyarrow.parquet as pq
@@ -28,10 +27,8 @@ from predictor import pipeline
 from predictor.config import SourceConfig, load_settings
 from predictor.telemetry import TelemetryStore
 
-try:
-    from benchmarks.fleet import generate_fleet
-except ImportError:  # run as ``python benchmarks/run.py``, with benchmarks/ on sys.path
-    from fleet import generate_fleet  # type: ignore[no-redef]
+from benchmarks.fleet import generate_fleet
+from benchmarks.stages import StageContext
 
 METRICS = 20
 STEPS = 12
@@ -40,22 +37,34 @@ REPEATS = 5
 HOURS_PER_DAY = 24
 #: The measured hour starts here; the store of the append measure holds the day before.
 START = pd.Timestamp("2026-03-02T00:00:00Z")
+HOUR_FILE = "fleet-hour.parquet"
+HISTORY_HOME = "history"
 
 
-def _hour_file(ctx: Any, start: pd.Timestamp, name: str) -> Path:
+def _hour_file(ctx: StageContext, start: pd.Timestamp, name: str) -> Path:
     fleet = generate_fleet(
         ctx.components, steps=STEPS, data_dir=ctx.data_dir, metrics=METRICS,
-        step_seconds=STEP_SECONDS, start=start,
+        step_seconds=STEP_SECONDS, start=start.isoformat(),
     )
-    path = Path(ctx.workdir) / "ingest" / name
+    path = _path(ctx, name)
     path.parent.mkdir(parents=True, exist_ok=True)
     fleet.rows.to_parquet(path, index=False)
     return path
 
 
-def _settings(ctx: Any, name: str):
-    home = Path(ctx.workdir) / "ingest" / name
-    shutil.rmtree(home, ignore_errors=True)
+def _path(ctx: StageContext, name: str) -> Path:
+    """Return a file of this stage; prepare and measure may run in separate processes."""
+    return Path(ctx.workdir) / "ingest" / name
+
+
+def _next_hour_name(index: int) -> str:
+    return f"fleet-next-{index}.parquet"
+
+
+def _settings(ctx: StageContext, name: str, *, clear: bool = True):
+    home = _path(ctx, name)
+    if clear:
+        shutil.rmtree(home, ignore_errors=True)
     config = Path(ctx.workdir) / "ingest" / "predictor.toml"
     config.write_text("", encoding="utf-8")
     return load_settings(config, environ={"PREDICTOR_HOME": str(home)})
@@ -69,35 +78,38 @@ def _ingest(settings, path: Path) -> tuple[float, int]:
     return elapsed, summaries[0].written
 
 
-def prepare(ctx: Any) -> None:
+def prepare(ctx: StageContext) -> None:
     """Write the measured hour, the next hours and a store holding the previous day."""
-    ctx.ingest_file = _hour_file(ctx, START, "fleet-hour.parquet")
+    _hour_file(ctx, START, HOUR_FILE)
     hour = pd.Timedelta(seconds=STEPS * STEP_SECONDS)
-    ctx.ingest_next_hours = [
-        _hour_file(ctx, START + (i + 1) * hour, f"fleet-next-{i}.parquet") for i in range(REPEATS)
-    ]
-    ctx.ingest_history = _settings(ctx, "history")
+    for i in range(REPEATS):
+        _hour_file(ctx, START + (i + 1) * hour, _next_hour_name(i))
+    history = _settings(ctx, HISTORY_HOME)
     for i in range(HOURS_PER_DAY):
         path = _hour_file(ctx, START - (HOURS_PER_DAY - i) * hour, "fleet-history.parquet")
-        _ingest(ctx.ingest_history, path)
+        _ingest(history, path)
 
 
-def measure(ctx: Any) -> dict[str, Any]:
+def measure(ctx: StageContext) -> dict[str, Any]:
     """Time pyarrow's read and our ingest of the same file, then appends with history."""
+    hour_file = _path(ctx, HOUR_FILE)
+    history = _settings(ctx, HISTORY_HOME, clear=False)
     peer_times, our_times, rows = [], [], 0
     for repeat in range(REPEATS):
         started = time.perf_counter()
-        table = pq.read_table(ctx.ingest_file)
+        table = pq.read_table(hour_file)
         peer_times.append(time.perf_counter() - started)
         rows = table.num_rows
         del table
 
-        elapsed, written = _ingest(_settings(ctx, f"fresh-{repeat}"), ctx.ingest_file)
+        elapsed, written = _ingest(_settings(ctx, f"fresh-{repeat}"), hour_file)
         if written != rows:
-            raise RuntimeError(f"ingest wrote {written} of {rows} rows of {ctx.ingest_file}")
+            raise RuntimeError(f"ingest wrote {written} of {rows} rows of {hour_file}")
         our_times.append(elapsed)
 
-    append_times = [_ingest(ctx.ingest_history, path)[0] for path in ctx.ingest_next_hours]
+    append_times = [
+        _ingest(history, _path(ctx, _next_hour_name(i)))[0] for i in range(REPEATS)
+    ]
 
     wall_s = statistics.median(our_times)
     peer_wall_s = statistics.median(peer_times)
