@@ -82,6 +82,39 @@ def dense_ranks(column: pa.Array | pa.ChunkedArray) -> tuple[np.ndarray, int]:
     return ranks, int(value_ranks.max()) + 1
 
 
+def dictionary_codes(column: pa.ChunkedArray) -> tuple[np.ndarray, pa.Array]:
+    """Return the indices of a dictionary column whose chunks share one dictionary.
+
+    Parameters
+    ----------
+    column : pyarrow.ChunkedArray
+        A dictionary-encoded column after :meth:`pyarrow.Table.unify_dictionaries`.
+
+    Returns
+    -------
+    codes : numpy.ndarray
+        Each row's position in ``dictionary``.
+    dictionary : pyarrow.Array
+        The shared dictionary; it may hold values that no row uses.
+    """
+    if column.num_chunks == 0:
+        return np.zeros(0, dtype=np.int32), pa.array([], column.type.value_type)
+    dictionary = column.chunk(0).dictionary
+    if any(not chunk.dictionary.equals(dictionary) for chunk in column.chunks[1:]):
+        raise ValueError(
+            f"column of type {column.type}: chunks have different dictionaries; "
+            "unify them first"
+        )
+    codes = [chunk.indices.to_numpy(zero_copy_only=False) for chunk in column.chunks]
+    return np.concatenate(codes), dictionary
+
+
+def used_values(codes: np.ndarray, dictionary: pa.Array) -> list:
+    """Return the distinct dictionary values that ``codes`` refer to, in dictionary order."""
+    used = np.flatnonzero(np.bincount(codes, minlength=len(dictionary)))
+    return list(dict.fromkeys(dictionary.take(pa.array(used)).to_pylist()))
+
+
 def key_order(table: pa.Table) -> KeyOrder:
     """Compute the stable order of ``table``'s rows by component, metric and timestamp.
 

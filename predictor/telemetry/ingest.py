@@ -16,15 +16,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
-import pyarrow as pa
 import pyarrow.compute as pc
 
 from predictor.config import Settings, SourceConfig
 from predictor.exceptions import PredictorError
-from predictor.telemetry.long_parquet import read_clean_long_parquet
+from predictor.telemetry.arrow_rows import dictionary_codes, used_values
+from predictor.telemetry.long_parquet import CleanLongFile, read_clean_long_file
 from predictor.telemetry.readers import RAW_VALUE, REASON, SOURCE_ROW, read_source
 from predictor.telemetry.schema import COMPONENT, METRIC, TIMESTAMP, VALUE
 from predictor.telemetry.store import AppendResult, TelemetryStore
+from predictor.telemetry.store_adopt import adoptable_file
 from predictor.telemetry.validate import validate
 
 logger = logging.getLogger(__name__)
@@ -118,9 +119,9 @@ def ingest_source(
     """
     store = store if store is not None else TelemetryStore(settings.telemetry_dir)
 
-    clean = read_clean_long_parquet(source, settings)
+    clean = read_clean_long_file(source, settings)
     if clean is not None:
-        return _ingest_clean_table(source, settings, store, clean)
+        return _ingest_clean_file(source, settings, store, clean)
 
     raw = read_source(source)
     good, invalid = validate(raw.rows, settings)
@@ -157,13 +158,17 @@ def ingest_source(
     return summary
 
 
-def _ingest_clean_table(
-    source: SourceConfig, settings: Settings, store: TelemetryStore, rows: pa.Table
+def _ingest_clean_file(
+    source: SourceConfig, settings: Settings, store: TelemetryStore, clean: CleanLongFile
 ) -> IngestSummary:
-    """Store rows that passed every check, from :func:`read_clean_long_parquet`.
+    """Store rows that passed every check, from :func:`read_clean_long_file`.
 
-    Only conflicts with stored rows or between rows of the file can be quarantined.
+    A file already in store order with no stored rows in its range becomes a part file
+    as it is (:meth:`TelemetryStore.adopt`); any other goes through
+    :meth:`TelemetryStore.append`. Only conflicts with stored rows or between rows of
+    the file can be quarantined.
     """
+    rows = clean.rows
     quarantined: dict[str, object] = {}
 
     def write_quarantine(appended: AppendResult) -> None:
@@ -171,7 +176,12 @@ def _ingest_clean_table(
         quarantined["frame"] = frame
         quarantined["file"] = _write_quarantine(frame, source, settings.quarantine_dir)
 
-    appended = store.append(rows, before_commit=write_quarantine)
+    adoptable = adoptable_file(clean.content, clean.file_schema, clean.metadata, rows)
+    appended = None
+    if adoptable is not None:
+        appended = store.adopt(adoptable, rows, before_commit=write_quarantine)
+    if appended is None:
+        appended = store.append(rows, before_commit=write_quarantine)
     quarantine: pd.DataFrame = quarantined["frame"]  # type: ignore[assignment]
 
     times = rows.column(TIMESTAMP)
@@ -189,7 +199,7 @@ def _ingest_clean_table(
         written=appended.written,
         quarantined=len(quarantine),
         duplicates=appended.duplicates,
-        components=sorted(pc.unique(rows.column(COMPONENT).cast(pa.string())).to_pylist()),
+        components=sorted(used_values(*dictionary_codes(rows.column(COMPONENT)))),
         first_timestamp=first,
         last_timestamp=last,
         quarantine_file=quarantined["file"],  # type: ignore[arg-type]

@@ -15,6 +15,7 @@ before.
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -24,10 +25,39 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from predictor.config import Settings, SourceConfig
-from predictor.telemetry.readers import EARLIEST_PLAUSIBLE, MAX_FUTURE, PARQUET_SUFFIXES, SOURCE_ROW
+from predictor.telemetry.arrow_rows import dictionary_codes, used_values
+from predictor.telemetry.readers import (
+    EARLIEST_PLAUSIBLE,
+    MAX_FUTURE,
+    PARQUET_SUFFIXES,
+    SOURCE_ROW,
+)
 from predictor.telemetry.schema import COMPONENT, METRIC, TIMESTAMP, VALUE, is_valid_name
 
 logger = logging.getLogger(__name__)
+
+
+@dataclass
+class CleanLongFile:
+    """A long Parquet file whose rows all passed validation, as read once from disk.
+
+    Attributes
+    ----------
+    rows : pyarrow.Table
+        The rows as :func:`read_clean_long_parquet` returns them.
+    content : pyarrow.Buffer
+        The file's bytes; ``rows`` was parsed from them, so a store can keep these
+        bytes as a part file (:mod:`predictor.telemetry.store_adopt`).
+    file_schema : pyarrow.Schema
+        The Arrow schema of the file as read, before any cast.
+    metadata : pyarrow.parquet.FileMetaData
+        The file's Parquet footer (row groups).
+    """
+
+    rows: pa.Table
+    content: pa.Buffer
+    file_schema: pa.Schema
+    metadata: pq.FileMetaData
 
 
 def read_clean_long_parquet(source: SourceConfig, settings: Settings) -> pa.Table | None:
@@ -49,11 +79,29 @@ def read_clean_long_parquet(source: SourceConfig, settings: Settings) -> pa.Tabl
         1-based row number), in file order; None when the general path must read the
         file.
     """
+    clean = read_clean_long_file(source, settings)
+    return None if clean is None else clean.rows
+
+
+def read_clean_long_file(source: SourceConfig, settings: Settings) -> CleanLongFile | None:
+    """Read a long Parquet source once, keeping its bytes, when every row is valid.
+
+    Takes the same arguments and applies the same checks as
+    :func:`read_clean_long_parquet`.
+
+    Returns
+    -------
+    CleanLongFile or None
+        None when the general path must read the file.
+    """
     if not _qualifies(source):
         return None
     path = Path(str(source.path))
     try:
-        table = pq.read_table(path, read_dictionary=[COMPONENT, METRIC])
+        # One read of the bytes: the rows checked are exactly the bytes a store may keep.
+        content = pa.py_buffer(path.read_bytes())
+        parquet = pq.ParquetFile(pa.BufferReader(content), read_dictionary=[COMPONENT, METRIC])
+        table = parquet.read().unify_dictionaries()
     except (pa.ArrowInvalid, OSError, KeyError):
         return None
     columns = _typed_columns(table, source.timestamp_column)
@@ -71,7 +119,7 @@ def read_clean_long_parquet(source: SourceConfig, settings: Settings) -> pa.Tabl
     )
     logger.debug("source %s: read %d valid rows from %s with pyarrow", source.name,
                  rows.num_rows, path)
-    return rows
+    return CleanLongFile(rows, content, table.schema, parquet.metadata)
 
 
 def _qualifies(source: SourceConfig) -> bool:
@@ -125,34 +173,36 @@ def _all_valid(columns: dict[str, pa.ChunkedArray], settings: Settings) -> bool:
             return False
         if latest.as_py() > pd.Timestamp.now(tz="UTC") + MAX_FUTURE:
             return False
-    components = _distinct(columns[COMPONENT])
-    metrics = _distinct(columns[METRIC])
+    component_codes, component_names = dictionary_codes(columns[COMPONENT])
+    metric_codes, metric_names = dictionary_codes(columns[METRIC])
+    components = used_values(component_codes, component_names)
+    metrics = used_values(metric_codes, metric_names)
     if not all(map(is_valid_name, components)) or not all(map(is_valid_name, metrics)):
         return False
-    return _declared(columns, components, settings)
-
-
-def _distinct(column: pa.ChunkedArray) -> list[str]:
-    return pc.unique(column.cast(column.type.value_type)).to_pylist() if len(column) else []
+    return _declared(component_codes, component_names, metric_codes, metric_names, settings)
 
 
 def _declared(
-    columns: dict[str, pa.ChunkedArray], components: list[str], settings: Settings
+    component_codes: np.ndarray,
+    component_names: pa.Array,
+    metric_codes: np.ndarray,
+    metric_names: pa.Array,
+    settings: Settings,
 ) -> bool:
     """Return whether every component is declared and uses only its listed metrics."""
     if not settings.components:
         return True
     declared = {component.name: component for component in settings.components}
+    components = used_values(component_codes, component_names)
     if any(name not in declared for name in components):
         return False
     restricted = {name for name in components if declared[name].metrics}
     if not restricted:
         return True
-    pairs = pa.table(
-        {COMPONENT: columns[COMPONENT].cast(pa.string()), METRIC: columns[METRIC].cast(pa.string())}
-    ).group_by([COMPONENT, METRIC]).aggregate([])
-    for name, metric in zip(pairs.column(COMPONENT).to_pylist(),
-                            pairs.column(METRIC).to_pylist(), strict=True):
+    pairs = np.unique(component_codes.astype(np.int64) * len(metric_names) + metric_codes)
+    component_of_pair = component_names.take(pa.array(pairs // len(metric_names))).to_pylist()
+    metric_of_pair = metric_names.take(pa.array(pairs % len(metric_names))).to_pylist()
+    for name, metric in zip(component_of_pair, metric_of_pair, strict=True):
         if name in restricted and metric not in declared[name].metrics:
             return False
     return True

@@ -35,12 +35,14 @@ deduplication; new appends write only the layout above.
 from __future__ import annotations
 
 import fcntl
+import functools
 import logging
 import os
 import uuid
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 import pandas as pd
@@ -59,6 +61,7 @@ from predictor.telemetry.arrow_rows import (
     utc_days,
 )
 from predictor.telemetry.schema import COMPONENT, LONG_COLUMNS, METRIC, TIMESTAMP, VALUE
+from predictor.telemetry.store_adopt import AdoptableFile
 from predictor.telemetry.store_dedupe import (
     KEPT_VALUE,
     KEY_COLUMNS,
@@ -207,7 +210,10 @@ class TelemetryStore:
                 ordered = _sorted_rows(to_write)
             else:
                 result = AppendResult(table.num_rows, 0, empty_conflicts(as_frame(0)))
-            self._write_transaction(ordered, result, before_commit)
+            self._write_transaction(
+                lambda transaction, written: self._write(ordered, transaction, written),
+                result, before_commit,
+            )
 
         logger.debug(
             "telemetry store %s: %d rows in, %d written, %d duplicates, %d conflicts",
@@ -216,17 +222,85 @@ class TelemetryStore:
         )
         return result
 
+    def adopt(
+        self,
+        file: AdoptableFile,
+        rows: pa.Table,
+        before_commit: Callable[[AppendResult], None] | None = None,
+    ) -> AppendResult | None:
+        """Store a file in store order as a part file as it is, when no stored row can clash.
+
+        Parameters
+        ----------
+        file : AdoptableFile
+            The file's bytes and per-component summary, from
+            :func:`~predictor.telemetry.store_adopt.adoptable_file`.
+        rows : pyarrow.Table
+            The rows read from the file; only its columns are used, for the (empty)
+            conflicts of the result.
+        before_commit : callable or None, default=None
+            As for :meth:`append`.
+
+        Returns
+        -------
+        AppendResult or None
+            Every row written, or None, without any change to the store, when a stored
+            row of one of the file's components lies in that component's time range (or
+            the store has legacy partitions); :meth:`append` then deduplicates the rows.
+
+        Notes
+        -----
+        The bytes are written under a temporary name, synced, renamed and committed by
+        the marker exactly as :meth:`append` writes its part files, so readers never see
+        a half-adopted file and a crash leaves the store as it was.
+        """
+        with self._lock():
+            self._remove_uncommitted()
+            if store_legacy.has_legacy_layout(self.root):
+                return None
+            incoming = file.summary.to_pandas()
+            overlaps = self._overlapping_summaries(incoming)
+            if not overlaps.empty:
+                logger.debug(
+                    "telemetry store %s: %d stored file ranges overlap the file's %d "
+                    "components; deduplicating instead of adopting",
+                    self.root, len(overlaps), len(incoming),
+                )
+                return None
+            result = AppendResult(rows.num_rows, 0, empty_conflicts(_empty_frame(rows)))
+            self._write_transaction(
+                lambda transaction, written: self._write_adopted(file, transaction, written),
+                result, before_commit,
+            )
+        logger.debug("telemetry store %s: adopted a file of %d rows and %d components",
+                     self.root, rows.num_rows, len(incoming))
+        return result
+
+    def _write_adopted(
+        self, file: AdoptableFile, transaction: str, written: list[Path]
+    ) -> pa.Table:
+        date = day_label(file.day)
+        path = _write_atomically(
+            lambda handle: handle.write(file.content), self.root / f"{DATE}={date}",
+            transaction, written,
+        )
+        return _summary_table([_with_file(file.summary, date, path.relative_to(self.root))])
+
     def _write_transaction(
         self,
-        rows: pa.Table,
+        write_parts: Callable[[str, list[Path]], pa.Table],
         result: AppendResult,
         before_commit: Callable[[AppendResult], None] | None,
     ) -> None:
-        """Write the part files of one append, run ``before_commit``, then commit."""
+        """Write the part files of one append, run ``before_commit``, then commit.
+
+        ``write_parts(transaction, written)`` writes the part files, adds each path to
+        ``written`` before its rename, and returns the transaction's summary.
+        """
         transaction = uuid.uuid4().hex
         written: list[Path] = []
         try:
-            summary = self._write(rows, transaction, written)
+            summary = write_parts(transaction, written)
             if before_commit is not None:
                 before_commit(result)
             if written:
@@ -246,19 +320,17 @@ class TelemetryStore:
         if rows.num_rows == 0:
             return _summary_table([])
         days = utc_days(rows.column(TIMESTAMP))
-        for day in np.unique(days):
-            part = rows if days[0] == days[-1] == day else rows.filter(pa.array(days == day))
+        first_day, last_day = days.min(), days.max()
+        for day in [first_day] if first_day == last_day else np.unique(days):
+            part = rows if first_day == last_day else rows.filter(pa.array(days == day))
             date = day_label(int(day))
             path = _write_atomically(
-                part.select(FLEET_FILE_SCHEMA.names),
+                functools.partial(_write_part, part.select(FLEET_FILE_SCHEMA.names)),
                 self.root / f"{DATE}={date}", transaction, written,
             )
-            summary = summarise_sorted(part)
-            summary = summary.append_column(DATE, pa.array([date] * summary.num_rows))
-            summary = summary.append_column(
-                FILE, pa.array([path.relative_to(self.root).as_posix()] * summary.num_rows)
+            summaries.append(
+                _with_file(summarise_sorted(part), date, path.relative_to(self.root))
             )
-            summaries.append(summary)
         return _summary_table(summaries)
 
     def _remove_uncommitted(self) -> None:
@@ -282,15 +354,9 @@ class TelemetryStore:
     def _stored_overlapping(self, rows: pa.Table) -> pa.Table:
         """Return the stored rows that can share a key with ``rows`` (in key order)."""
         tables = []
-        summaries = self._summaries()
-        if not summaries.empty:
+        if self._has_summaries():
             incoming = summarise_sorted(rows).to_pandas()
-            recent = summaries.loc[summaries[LAST_TIMESTAMP] >= incoming[FIRST_TIMESTAMP].min()]
-            pairs = recent.merge(incoming, on=COMPONENT, suffixes=("", "_input"))
-            overlaps = pairs.loc[
-                (pairs[LAST_TIMESTAMP] >= pairs[f"{FIRST_TIMESTAMP}_input"])
-                & (pairs[FIRST_TIMESTAMP] <= pairs[f"{LAST_TIMESTAMP}_input"])
-            ]
+            overlaps = self._overlapping_summaries(incoming)
             if not overlaps.empty:
                 condition = _condition(
                     sorted(set(overlaps[COMPONENT])),
@@ -302,6 +368,24 @@ class TelemetryStore:
         if store_legacy.has_legacy_layout(self.root):
             tables.append(self._stored_legacy(rows))
         return _concat(tables)
+
+    def _has_summaries(self) -> bool:
+        return not self._summaries().empty
+
+    def _overlapping_summaries(self, incoming: pd.DataFrame) -> pd.DataFrame:
+        """Return the stored summary rows whose component and time range meet ``incoming``.
+
+        ``incoming`` has one row per component with its first and last timestamp.
+        """
+        summaries = self._summaries()
+        if summaries.empty or incoming.empty:
+            return summaries.iloc[0:0]
+        recent = summaries.loc[summaries[LAST_TIMESTAMP] >= incoming[FIRST_TIMESTAMP].min()]
+        pairs = recent.merge(incoming, on=COMPONENT, suffixes=("", "_input"))
+        return pairs.loc[
+            (pairs[LAST_TIMESTAMP] >= pairs[f"{FIRST_TIMESTAMP}_input"])
+            & (pairs[FIRST_TIMESTAMP] <= pairs[f"{LAST_TIMESTAMP}_input"])
+        ]
 
     def _stored_legacy(self, rows: pa.Table) -> pa.Table:
         """Return the stored rows of the legacy partitions that ``rows`` touch."""
@@ -512,6 +596,19 @@ def _sorted_rows(frame: pd.DataFrame) -> pa.Table:
     return table if order.is_identity() else table.take(order.order)
 
 
+def _empty_frame(rows: pa.Table) -> pd.DataFrame:
+    """Return an empty frame with the columns ``rows`` has as a pandas view of append input."""
+    return _input_table(rows.slice(0, 0))[1]()
+
+
+def _with_file(summary: pa.Table, date: str, path: Path) -> pa.Table:
+    """Add the day and the part file (relative to the store root) to a summary."""
+    summary = summary.append_column(DATE, pa.array([date] * summary.num_rows, pa.string()))
+    return summary.append_column(
+        FILE, pa.array([path.as_posix()] * summary.num_rows, pa.string())
+    )
+
+
 def _summary_table(parts: list[pa.Table]) -> pa.Table:
     schema = pa.schema(
         [
@@ -584,16 +681,27 @@ def _empty_long() -> pd.DataFrame:
     )
 
 
+def _write_part(table: pa.Table, handle: BinaryIO) -> None:
+    """Write rows as a part file's Parquet bytes.
+
+    Component and metric are dictionary-encoded in the file; the Arrow schema is not
+    stored, so readers see them as strings and can use the row-group statistics of those
+    columns to skip row groups.
+    """
+    pq.write_table(
+        table, handle, row_group_size=ROW_GROUP_ROWS,
+        use_dictionary=[COMPONENT, METRIC], store_schema=False,
+    )
+
+
 def _write_atomically(
-    table: pa.Table, folder: Path, transaction: str, written: list[Path]
+    write: Callable[[BinaryIO], object], folder: Path, transaction: str, written: list[Path]
 ) -> Path:
     """Write one part file of a transaction so that readers never see it half-written.
 
-    The file is written under a name starting with ".", which part-file globs skip, then
-    synced and renamed. The final path is added to ``written`` before the rename, so a
-    rollback can remove it. Component and metric are dictionary-encoded in the file;
-    the Arrow schema is not stored, so readers see them as strings and can use the
-    row-group statistics of those columns to skip row groups.
+    ``write(handle)`` writes the file's bytes. The file is written under a name starting
+    with ".", which part-file globs skip, then synced and renamed. The final path is
+    added to ``written`` before the rename, so a rollback can remove it.
     """
     folder.mkdir(parents=True, exist_ok=True)
     name = f"part-{transaction}-{uuid.uuid4().hex}.parquet"
@@ -602,10 +710,7 @@ def _write_atomically(
     written.append(final)
     try:
         with temporary.open("wb") as handle:
-            pq.write_table(
-                table, handle, row_group_size=ROW_GROUP_ROWS,
-                use_dictionary=[COMPONENT, METRIC], store_schema=False,
-            )
+            write(handle)
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(temporary, final)
