@@ -106,13 +106,14 @@ def dictionary_codes(column: pa.ChunkedArray) -> tuple[np.ndarray, pa.Array]:
             "unify them first"
         )
     codes = [chunk.indices.to_numpy(zero_copy_only=False) for chunk in column.chunks]
-    return np.concatenate(codes), dictionary
+    return codes[0] if len(codes) == 1 else np.concatenate(codes), dictionary
 
 
 def used_values(codes: np.ndarray, dictionary: pa.Array) -> list:
     """Return the distinct dictionary values that ``codes`` refer to, in dictionary order."""
-    used = np.flatnonzero(np.bincount(codes, minlength=len(dictionary)))
-    return list(dict.fromkeys(dictionary.take(pa.array(used)).to_pylist()))
+    used = np.zeros(len(dictionary), dtype=bool)
+    used[codes] = True
+    return list(dict.fromkeys(dictionary.filter(pa.array(used)).to_pylist()))
 
 
 def key_order(table: pa.Table) -> KeyOrder:

@@ -20,7 +20,6 @@ import pyarrow.compute as pc
 
 from predictor.config import Settings, SourceConfig
 from predictor.exceptions import PredictorError
-from predictor.telemetry.arrow_rows import dictionary_codes, used_values
 from predictor.telemetry.long_parquet import CleanLongFile, read_clean_long_file
 from predictor.telemetry.readers import RAW_VALUE, REASON, SOURCE_ROW, read_source
 from predictor.telemetry.schema import COMPONENT, METRIC, TIMESTAMP, VALUE
@@ -182,6 +181,10 @@ def _ingest_clean_file(
         appended = store.adopt(adoptable, rows, before_commit=write_quarantine)
     if appended is None:
         appended = store.append(rows, before_commit=write_quarantine)
+        components = clean.components()
+    else:
+        # The summary of an adopted file has one row per component, in name order.
+        components = adoptable.summary.column(COMPONENT).to_pylist()
     quarantine: pd.DataFrame = quarantined["frame"]  # type: ignore[assignment]
 
     times = rows.column(TIMESTAMP)
@@ -199,7 +202,7 @@ def _ingest_clean_file(
         written=appended.written,
         quarantined=len(quarantine),
         duplicates=appended.duplicates,
-        components=sorted(used_values(*dictionary_codes(rows.column(COMPONENT)))),
+        components=components,
         first_timestamp=first,
         last_timestamp=last,
         quarantine_file=quarantined["file"],  # type: ignore[arg-type]

@@ -32,7 +32,14 @@ from predictor.telemetry.readers import (
     PARQUET_SUFFIXES,
     SOURCE_ROW,
 )
-from predictor.telemetry.schema import COMPONENT, METRIC, TIMESTAMP, VALUE, is_valid_name
+from predictor.telemetry.schema import (
+    COMPONENT,
+    METRIC,
+    NAME_PATTERN,
+    TIMESTAMP,
+    VALUE,
+    is_valid_name,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -44,7 +51,8 @@ class CleanLongFile:
     Attributes
     ----------
     rows : pyarrow.Table
-        The rows as :func:`read_clean_long_parquet` returns them.
+        The rows as :func:`read_clean_long_parquet` returns them, each column in one
+        chunk.
     content : pyarrow.Buffer
         The file's bytes; ``rows`` was parsed from them, so a store can keep these
         bytes as a part file (:mod:`predictor.telemetry.store_adopt`).
@@ -58,6 +66,10 @@ class CleanLongFile:
     content: pa.Buffer
     file_schema: pa.Schema
     metadata: pq.FileMetaData
+
+    def components(self) -> list[str]:
+        """Return the distinct components of the rows, sorted."""
+        return sorted(used_values(*dictionary_codes(self.rows.column(COMPONENT))))
 
 
 def read_clean_long_parquet(source: SourceConfig, settings: Settings) -> pa.Table | None:
@@ -100,8 +112,10 @@ def read_clean_long_file(source: SourceConfig, settings: Settings) -> CleanLongF
     try:
         # One read of the bytes: the rows checked are exactly the bytes a store may keep.
         content = pa.py_buffer(path.read_bytes())
-        parquet = pq.ParquetFile(pa.BufferReader(content), read_dictionary=[COMPONENT, METRIC])
-        table = parquet.read().unify_dictionaries()
+        table = pq.read_table(
+            pa.BufferReader(content), read_dictionary=[COMPONENT, METRIC]
+        ).unify_dictionaries()
+        metadata = pq.read_metadata(pa.BufferReader(content))
     except (pa.ArrowInvalid, OSError, KeyError):
         return None
     columns = _typed_columns(table, source.timestamp_column)
@@ -119,7 +133,7 @@ def read_clean_long_file(source: SourceConfig, settings: Settings) -> CleanLongF
     )
     logger.debug("source %s: read %d valid rows from %s with pyarrow", source.name,
                  rows.num_rows, path)
-    return CleanLongFile(rows, content, table.schema, parquet.metadata)
+    return CleanLongFile(rows, content, table.schema, metadata)
 
 
 def _qualifies(source: SourceConfig) -> bool:
@@ -144,8 +158,9 @@ def _typed_columns(table: pa.Table, timestamp_column: str) -> dict[str, pa.Chunk
     values = table.column(VALUE)
     if not (pa.types.is_floating(values.type) or pa.types.is_integer(values.type)):
         return None
+    # One chunk per column makes the numpy views of later checks free of copies.
     columns = {
-        TIMESTAMP: times.cast(pa.timestamp("ns", tz="UTC")),
+        TIMESTAMP: _one_chunk(times.cast(pa.timestamp("ns", tz="UTC"))),
         VALUE: values.cast(pa.float64()),
     }
     for name in (COMPONENT, METRIC):
@@ -154,12 +169,20 @@ def _typed_columns(table: pa.Table, timestamp_column: str) -> dict[str, pa.Chunk
             column.type.value_type
         ):
             return None
-        columns[name] = column
+        columns[name] = _one_chunk(column)
     return columns
 
 
+def _one_chunk(column: pa.ChunkedArray) -> pa.ChunkedArray:
+    return column if column.num_chunks <= 1 else pa.chunked_array([column.combine_chunks()])
+
+
 def _all_valid(columns: dict[str, pa.ChunkedArray], settings: Settings) -> bool:
-    """Return whether no row would be rejected by the reader or by validation."""
+    """Return whether no row would be rejected by the reader or by validation.
+
+    The reader and validation reject a row for a null, a non-finite value, an
+    implausible timestamp, an invalid name or an undeclared component or metric.
+    """
     times, values = columns[TIMESTAMP], columns[VALUE]
     if times.null_count or values.null_count:
         return False
@@ -175,11 +198,25 @@ def _all_valid(columns: dict[str, pa.ChunkedArray], settings: Settings) -> bool:
             return False
     component_codes, component_names = dictionary_codes(columns[COMPONENT])
     metric_codes, metric_names = dictionary_codes(columns[METRIC])
-    components = used_values(component_codes, component_names)
-    metrics = used_values(metric_codes, metric_names)
-    if not all(map(is_valid_name, components)) or not all(map(is_valid_name, metrics)):
+    if not (_valid_names(component_codes, component_names)
+            and _valid_names(metric_codes, metric_names)):
         return False
     return _declared(component_codes, component_names, metric_codes, metric_names, settings)
+
+
+def _valid_names(codes: np.ndarray, dictionary: pa.Array) -> bool:
+    """Return whether every name that a row uses is valid.
+
+    A dictionary may hold names no row uses; those are only looked at when the
+    dictionary holds an invalid name.
+    """
+    # RE2 accepts no name that NAME_PATTERN rejects; it rejects a name with a trailing
+    # newline, which Python's "$" accepts, so a rejection is checked again in Python.
+    if len(dictionary) == 0 or pc.all(
+        pc.match_substring_regex(dictionary, NAME_PATTERN.pattern)
+    ).as_py():
+        return True
+    return all(map(is_valid_name, used_values(codes, dictionary)))
 
 
 def _declared(

@@ -10,8 +10,9 @@ and computes the per-component summary that the commit marker records.
 A file is adoptable when all of these hold; otherwise the store writes its rows as
 usual:
 
-- its Arrow schema has exactly the four columns, with the types of a written part file
-  (``timestamp[ns, tz=UTC]``, string or dictionary-of-string names, ``double`` values);
+- its Arrow schema has exactly the four columns, with types that readers cast to those
+  of a written part file: a timestamp in zone ``UTC`` of any unit, string, large string
+  or dictionary-of-string names, and ``double`` values;
 - no row group has more than :data:`MAX_ADOPTED_ROW_GROUP_ROWS` rows, so a read of a
   few components still skips most of the file by row-group statistics;
 - all timestamps fall on one UTC day;
@@ -23,6 +24,7 @@ usual:
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -30,7 +32,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from predictor.telemetry.arrow_rows import dictionary_codes, utc_days
+from predictor.telemetry.arrow_rows import NS_PER_DAY, day_label, dictionary_codes
 from predictor.telemetry.schema import COMPONENT, METRIC, TIMESTAMP, VALUE
 
 logger = logging.getLogger(__name__)
@@ -41,6 +43,10 @@ logger = logging.getLogger(__name__)
 MAX_ADOPTED_ROW_GROUP_ROWS = 1_048_576
 TIME_TYPE = pa.timestamp("ns", tz="UTC")
 PART_COLUMNS = (COMPONENT, METRIC, TIMESTAMP, VALUE)
+#: Orders of the rows within a component run that :func:`adoptable_file` accepts.
+TIME_MAJOR = "timestamp, metric"
+METRIC_MAJOR = "metric, timestamp"
+ORDER_CHECK_BLOCK = 65_536
 
 
 @dataclass
@@ -92,31 +98,39 @@ def adoptable_file(
         return None
 
     nanoseconds = _nanoseconds(rows.column(TIMESTAMP))
-    first_day, last_day = utc_days(pa.array([nanoseconds.min(), nanoseconds.max()], TIME_TYPE))
-    if first_day != last_day:
-        logger.debug("long file of %d rows is rewritten: it spans UTC days %d to %d",
-                     rows.num_rows, first_day, last_day)
+    first, last = int(nanoseconds.min()), int(nanoseconds.max())
+    if first // NS_PER_DAY != last // NS_PER_DAY:
+        logger.debug("long file of %d rows is rewritten: it spans UTC days %s to %s",
+                     rows.num_rows, day_label(first // NS_PER_DAY), day_label(last // NS_PER_DAY))
         return None
 
     component_codes, component_names = dictionary_codes(rows.column(COMPONENT))
-    components = _name_ranks(component_names)[component_codes]
     metric_codes, metric_names = dictionary_codes(rows.column(METRIC))
-    metric_ranks = _name_ranks(metric_names)[metric_codes]
-    starts = _run_starts(components, metric_ranks, nanoseconds)
-    if starts is None:
+    components = _ranked(component_codes, component_names)
+    metrics = _ranked(metric_codes, metric_names)
+    ordered = _store_order(components, metrics, nanoseconds, first)
+    if ordered is None:
         logger.debug("long file of %d rows is rewritten: rows are not in store order",
                      rows.num_rows)
         return None
 
+    order, starts = ordered
+    ends = np.append(starts[1:], len(nanoseconds))
+    if order == TIME_MAJOR:
+        # Timestamps never decrease within a run, so its ends hold its range.
+        first_times, last_times = nanoseconds[starts], nanoseconds[ends - 1]
+    else:
+        first_times = np.minimum.reduceat(nanoseconds, starts)
+        last_times = np.maximum.reduceat(nanoseconds, starts)
     summary = pa.table(
         {
             COMPONENT: component_names.take(pa.array(component_codes[starts])).cast(pa.string()),
-            "first_timestamp": pa.array(np.minimum.reduceat(nanoseconds, starts), TIME_TYPE),
-            "last_timestamp": pa.array(np.maximum.reduceat(nanoseconds, starts), TIME_TYPE),
-            "rows": pa.array(np.diff(starts, append=len(nanoseconds)), pa.int64()),
+            "first_timestamp": pa.array(first_times, TIME_TYPE),
+            "last_timestamp": pa.array(last_times, TIME_TYPE),
+            "rows": pa.array(ends - starts, pa.int64()),
         }
     )
-    return AdoptableFile(content=content, day=int(first_day), summary=summary)
+    return AdoptableFile(content=content, day=first // NS_PER_DAY, summary=summary)
 
 
 def _layout_mismatch(file_schema: pa.Schema, metadata: pq.FileMetaData, n_rows: int) -> str | None:
@@ -126,8 +140,8 @@ def _layout_mismatch(file_schema: pa.Schema, metadata: pq.FileMetaData, n_rows: 
     if sorted(file_schema.names) != sorted(PART_COLUMNS):
         return f"columns {file_schema.names} are not exactly {sorted(PART_COLUMNS)}"
     types = {field.name: field.type for field in file_schema}
-    if types[TIMESTAMP] != TIME_TYPE:
-        return f"column 'timestamp' has type {types[TIMESTAMP]}, not {TIME_TYPE}"
+    if not pa.types.is_timestamp(types[TIMESTAMP]) or types[TIMESTAMP].tz != "UTC":
+        return f"column 'timestamp' has type {types[TIMESTAMP]}, not a timestamp in UTC"
     if types[VALUE] != pa.float64():
         return f"column 'value' has type {types[VALUE]}, not double"
     for name in (COMPONENT, METRIC):
@@ -141,31 +155,65 @@ def _layout_mismatch(file_schema: pa.Schema, metadata: pq.FileMetaData, n_rows: 
 
 def _nanoseconds(times: pa.ChunkedArray) -> np.ndarray:
     chunks = [chunk.cast(pa.int64()).to_numpy() for chunk in times.chunks]
-    return np.concatenate(chunks)
+    return chunks[0] if len(chunks) == 1 else np.concatenate(chunks)
 
 
-def _name_ranks(dictionary: pa.Array) -> np.ndarray:
-    """Return the rank of each dictionary value in name order; equal values share a rank."""
-    ranks = pc.rank(dictionary, sort_keys="ascending", tiebreaker="dense")
-    return ranks.to_numpy().astype(np.int64) - 1
+def _ranked(codes: np.ndarray, dictionary: pa.Array) -> np.ndarray:
+    """Return each row's rank in name order of its dictionary value; equal names share one.
 
-
-def _run_starts(
-    components: np.ndarray, metrics: np.ndarray, nanoseconds: np.ndarray
-) -> np.ndarray | None:
-    """Return where each component's run starts, or None if the rows are not in store order.
-
-    ``components`` and ``metrics`` are name ranks. Within a run the rows must strictly
-    increase by (metric, timestamp) or by (timestamp, metric).
+    A dictionary already in strictly ascending order (pandas categories are) ranks as
+    its codes, which skips a gather over every row.
     """
-    component_steps = np.diff(components)
-    if (component_steps < 0).any():
+    ranks = pc.rank(dictionary, sort_keys="ascending", tiebreaker="dense").to_numpy()
+    ranks = ranks.astype(codes.dtype) - 1
+    if np.array_equal(ranks, np.arange(len(ranks))):
+        return codes
+    return ranks[codes]
+
+
+def _store_order(
+    components: np.ndarray, metrics: np.ndarray, nanoseconds: np.ndarray, first: int
+) -> tuple[str, np.ndarray] | None:
+    """Return how rows are ordered within component runs and where each run starts.
+
+    ``components`` and ``metrics`` are name ranks; ``nanoseconds`` lie on one UTC day
+    from ``first`` on. Components must not decrease, and within a run either
+    (metric, timestamp) or (timestamp, metric) must strictly increase. Each pair is
+    checked as one integer key, ``metric * span + offset`` or
+    ``offset * n_metrics + metric`` with ``offset = nanoseconds - first``, which fits in
+    int64 while ``n_metrics * NS_PER_DAY`` does; returns None otherwise.
+    """
+    n_metrics = int(metrics.max()) + 1
+    span = int(nanoseconds.max()) - first + 1
+    if n_metrics * NS_PER_DAY >= np.iinfo(np.int64).max:
         return None
-    within = component_steps == 0
-    metric_steps = np.diff(metrics)
-    time_steps = np.diff(nanoseconds)
-    for major, minor in ((metric_steps, time_steps), (time_steps, metric_steps)):
-        increasing = (major > 0) | ((major == 0) & (minor > 0))
-        if (increasing | ~within).all():
-            return np.flatnonzero(np.concatenate(([True], ~within)))
+    for order in (TIME_MAJOR, METRIC_MAJOR):
+        starts = [np.zeros(1, dtype=np.int64)]
+        for block in _overlapping_blocks(len(nanoseconds)):
+            component_steps = np.diff(components[block])
+            offsets = nanoseconds[block] - first
+            if order == TIME_MAJOR:
+                key = offsets * n_metrics
+                key += metrics[block]
+            else:
+                key = metrics[block].astype(np.int64) * span
+                key += offsets
+            new_run = component_steps != 0
+            increasing = np.diff(key) > 0
+            increasing |= new_run
+            if (component_steps < 0).any() or not increasing.all():
+                break
+            starts.append(np.flatnonzero(new_run) + (block.start + 1))
+        else:
+            return order, np.concatenate(starts)
     return None
+
+
+def _overlapping_blocks(n_rows: int) -> Iterator[slice]:
+    """Yield slices of ORDER_CHECK_BLOCK rows that share their last row with the next.
+
+    Checking neighbouring rows block by block keeps the temporary arrays in the CPU
+    cache, which halves the time of one pass over the whole arrays.
+    """
+    for start in range(0, max(n_rows - 1, 1), ORDER_CHECK_BLOCK):
+        yield slice(start, start + ORDER_CHECK_BLOCK + 1)
