@@ -178,7 +178,7 @@ def _ingest_clean_file(
     adoptable = adoptable_file(clean.content, clean.file_schema, clean.metadata, rows)
     appended = None
     if adoptable is not None:
-        appended = store.adopt(adoptable, rows, before_commit=write_quarantine)
+        appended = store.adopt(adoptable, before_commit=write_quarantine)
     if appended is None:
         appended = store.append(rows, before_commit=write_quarantine)
         components = clean.components()

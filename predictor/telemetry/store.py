@@ -40,6 +40,7 @@ import logging
 import os
 import uuid
 from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
 from typing import BinaryIO
@@ -225,90 +226,103 @@ class TelemetryStore:
     def adopt(
         self,
         file: AdoptableFile,
-        rows: pa.Table,
         before_commit: Callable[[AppendResult], None] | None = None,
     ) -> AppendResult | None:
-        """Store a file in store order as a part file as it is, when no stored row can clash.
+        """Store a file as a part file as it is, when it is in store order and new.
 
         Parameters
         ----------
         file : AdoptableFile
-            The file's bytes and per-component summary, from
+            The file's bytes and rows, from
             :func:`~predictor.telemetry.store_adopt.adoptable_file`.
-        rows : pyarrow.Table
-            The rows read from the file; only its columns are used, for the (empty)
-            conflicts of the result.
         before_commit : callable or None, default=None
             As for :meth:`append`.
 
         Returns
         -------
         AppendResult or None
-            Every row written, or None, without any change to the store, when a stored
-            row of one of the file's components lies in that component's time range (or
-            the store has legacy partitions); :meth:`append` then deduplicates the rows.
+            Every row written; or None, with the store unchanged, when the rows are not
+            in store order, when a stored row of one of the file's components lies in
+            that component's time range, or when the store has legacy partitions.
+            :meth:`append` then stores and deduplicates the rows.
 
         Notes
         -----
-        The bytes are written under a temporary name, synced, renamed and committed by
-        the marker exactly as :meth:`append` writes its part files, so readers never see
-        a half-adopted file and a crash leaves the store as it was.
+        A thread copies the bytes into the store while this one checks the order of the
+        rows and the stored ranges. The copy is written under a temporary name, synced,
+        renamed and committed by the marker exactly as :meth:`append` writes its part
+        files, so readers never see a half-adopted file, and a crash or a declined
+        adoption leaves the store as it was.
         """
         with self._lock():
             self._remove_uncommitted()
             if store_legacy.has_legacy_layout(self.root):
                 return None
-            incoming = file.summary.to_pandas()
-            overlaps = self._overlapping_summaries(incoming)
-            if not overlaps.empty:
-                logger.debug(
-                    "telemetry store %s: %d stored file ranges overlap the file's %d "
-                    "components; deduplicating instead of adopting",
-                    self.root, len(overlaps), len(incoming),
-                )
-                return None
+            rows = file.rows
             result = AppendResult(rows.num_rows, 0, empty_conflicts(_empty_frame(rows)))
-            self._write_transaction(
+            adopted = self._write_transaction(
                 lambda transaction, written: self._write_adopted(file, transaction, written),
                 result, before_commit,
             )
+        if not adopted:
+            return None
         logger.debug("telemetry store %s: adopted a file of %d rows and %d components",
-                     self.root, rows.num_rows, len(incoming))
+                     self.root, rows.num_rows, file.summary.num_rows)
         return result
 
     def _write_adopted(
         self, file: AdoptableFile, transaction: str, written: list[Path]
-    ) -> pa.Table:
+    ) -> pa.Table | None:
+        """Copy the file's bytes into the store and return the summary, or None to decline."""
         date = day_label(file.day)
-        path = _write_atomically(
-            lambda handle: handle.write(file.content), self.root / f"{DATE}={date}",
-            transaction, written,
-        )
-        return _summary_table([_with_file(file.summary, date, path.relative_to(self.root))])
+        with ThreadPoolExecutor(max_workers=1) as pool:
+            copying = pool.submit(
+                _write_atomically, lambda handle: handle.write(file.content),
+                self.root / f"{DATE}={date}", transaction, written,
+            )
+            summary = file.summary
+            overlaps = None if summary is None else self._overlapping_summaries(
+                summary.to_pandas()
+            )
+            path = copying.result()
+        if summary is None:
+            return None
+        if not overlaps.empty:
+            logger.debug(
+                "telemetry store %s: %d stored file ranges overlap the file's %d "
+                "components; deduplicating instead of adopting",
+                self.root, len(overlaps), summary.num_rows,
+            )
+            return None
+        return _summary_table([_with_file(summary, date, path.relative_to(self.root))])
 
     def _write_transaction(
         self,
-        write_parts: Callable[[str, list[Path]], pa.Table],
+        write_parts: Callable[[str, list[Path]], pa.Table | None],
         result: AppendResult,
         before_commit: Callable[[AppendResult], None] | None,
-    ) -> None:
+    ) -> bool:
         """Write the part files of one append, run ``before_commit``, then commit.
 
         ``write_parts(transaction, written)`` writes the part files, adds each path to
-        ``written`` before its rename, and returns the transaction's summary.
+        ``written`` before its rename, and returns the transaction's summary, or None
+        to roll the transaction back. Returns whether the transaction was committed.
         """
         transaction = uuid.uuid4().hex
         written: list[Path] = []
         try:
             summary = write_parts(transaction, written)
+            if summary is None:
+                _remove(written)
+                return False
             if before_commit is not None:
                 before_commit(result)
             if written:
                 self._commit(transaction, summary)
         except BaseException:
-            for path in written:
-                path.unlink(missing_ok=True)
+            _remove(written)
             raise
+        return True
 
     def _commit(self, transaction: str, summary: pa.Table) -> None:
         """Make a transaction's files visible with one atomic rename of its marker."""
@@ -594,6 +608,11 @@ def _sorted_rows(frame: pd.DataFrame) -> pa.Table:
                                  preserve_index=False)
     order = key_order(table)
     return table if order.is_identity() else table.take(order.order)
+
+
+def _remove(paths: list[Path]) -> None:
+    for path in paths:
+        path.unlink(missing_ok=True)
 
 
 def _empty_frame(rows: pa.Table) -> pd.DataFrame:

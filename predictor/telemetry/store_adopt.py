@@ -23,9 +23,9 @@ usual:
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Iterator
-from dataclasses import dataclass
 
 import numpy as np
 import pyarrow as pa
@@ -49,30 +49,74 @@ METRIC_MAJOR = "metric, timestamp"
 ORDER_CHECK_BLOCK = 65_536
 
 
-@dataclass
 class AdoptableFile:
-    """A clean long Parquet file in store order, with the summary its commit records.
+    """A clean long Parquet file of one UTC day with the columns of a part file.
 
-    Attributes
+    Whether its rows are in store order is checked by :attr:`summary`, which the store
+    computes while it writes the bytes.
+
+    Parameters
     ----------
     content : pyarrow.Buffer
         The file's bytes.
+    rows : pyarrow.Table
+        The rows read from ``content``, as :func:`adoptable_file` takes them.
     day : int
         The UTC day number (days since 1970-01-01) of all its rows.
-    summary : pyarrow.Table
-        One row per component in name order: ``component``, ``first_timestamp``,
-        ``last_timestamp``, ``rows``.
+    first : int
+        The earliest timestamp in nanoseconds since the epoch.
     """
 
-    content: pa.Buffer
-    day: int
-    summary: pa.Table
+    def __init__(self, content: pa.Buffer, rows: pa.Table, day: int, first: int) -> None:
+        self.content = content
+        self.rows = rows
+        self.day = day
+        self.first = first
+
+    @functools.cached_property
+    def summary(self) -> pa.Table | None:
+        """The summary that the commit records, or None when rows are not in store order.
+
+        One row per component in name order: ``component``, ``first_timestamp``,
+        ``last_timestamp``, ``rows``.
+        """
+        nanoseconds = _nanoseconds(self.rows.column(TIMESTAMP))
+        component_codes, component_names = dictionary_codes(self.rows.column(COMPONENT))
+        metric_codes, metric_names = dictionary_codes(self.rows.column(METRIC))
+        components = _ranked(component_codes, component_names)
+        metrics = _ranked(metric_codes, metric_names)
+        ordered = _store_order(components, metrics, nanoseconds, self.first)
+        if ordered is None:
+            logger.debug("long file of %d rows is rewritten: rows are not in store order",
+                         len(nanoseconds))
+            return None
+
+        order, starts = ordered
+        ends = np.append(starts[1:], len(nanoseconds))
+        if order == TIME_MAJOR:
+            # Timestamps never decrease within a run, so its ends hold its range.
+            first_times, last_times = nanoseconds[starts], nanoseconds[ends - 1]
+        else:
+            first_times = np.minimum.reduceat(nanoseconds, starts)
+            last_times = np.maximum.reduceat(nanoseconds, starts)
+        names = component_names.take(pa.array(component_codes[starts])).cast(pa.string())
+        return pa.table(
+            {
+                COMPONENT: names,
+                "first_timestamp": pa.array(first_times, TIME_TYPE),
+                "last_timestamp": pa.array(last_times, TIME_TYPE),
+                "rows": pa.array(ends - starts, pa.int64()),
+            }
+        )
 
 
 def adoptable_file(
     content: pa.Buffer, file_schema: pa.Schema, metadata: pq.FileMetaData, rows: pa.Table
 ) -> AdoptableFile | None:
     """Return the file as an :class:`AdoptableFile`, or None when it must be rewritten.
+
+    Checks the columns, the row groups and the day; :attr:`AdoptableFile.summary`
+    checks the order of the rows.
 
     Parameters
     ----------
@@ -97,40 +141,12 @@ def adoptable_file(
         logger.debug("long file of %d rows is rewritten: %s", rows.num_rows, reason)
         return None
 
-    nanoseconds = _nanoseconds(rows.column(TIMESTAMP))
-    first, last = int(nanoseconds.min()), int(nanoseconds.max())
+    first, last = (int(bound.value) for bound in pc.min_max(rows.column(TIMESTAMP)).values())
     if first // NS_PER_DAY != last // NS_PER_DAY:
         logger.debug("long file of %d rows is rewritten: it spans UTC days %s to %s",
                      rows.num_rows, day_label(first // NS_PER_DAY), day_label(last // NS_PER_DAY))
         return None
-
-    component_codes, component_names = dictionary_codes(rows.column(COMPONENT))
-    metric_codes, metric_names = dictionary_codes(rows.column(METRIC))
-    components = _ranked(component_codes, component_names)
-    metrics = _ranked(metric_codes, metric_names)
-    ordered = _store_order(components, metrics, nanoseconds, first)
-    if ordered is None:
-        logger.debug("long file of %d rows is rewritten: rows are not in store order",
-                     rows.num_rows)
-        return None
-
-    order, starts = ordered
-    ends = np.append(starts[1:], len(nanoseconds))
-    if order == TIME_MAJOR:
-        # Timestamps never decrease within a run, so its ends hold its range.
-        first_times, last_times = nanoseconds[starts], nanoseconds[ends - 1]
-    else:
-        first_times = np.minimum.reduceat(nanoseconds, starts)
-        last_times = np.maximum.reduceat(nanoseconds, starts)
-    summary = pa.table(
-        {
-            COMPONENT: component_names.take(pa.array(component_codes[starts])).cast(pa.string()),
-            "first_timestamp": pa.array(first_times, TIME_TYPE),
-            "last_timestamp": pa.array(last_times, TIME_TYPE),
-            "rows": pa.array(ends - starts, pa.int64()),
-        }
-    )
-    return AdoptableFile(content=content, day=first // NS_PER_DAY, summary=summary)
+    return AdoptableFile(content, rows, first // NS_PER_DAY, first)
 
 
 def _layout_mismatch(file_schema: pa.Schema, metadata: pq.FileMetaData, n_rows: int) -> str | None:
