@@ -180,7 +180,7 @@ def _ingest_clean_file(
     if adoptable is not None:
         appended = store.adopt(adoptable, before_commit=write_quarantine)
     if appended is None:
-        appended = store.append(rows, before_commit=write_quarantine)
+        appended = store.append(clean.numbered_rows(), before_commit=write_quarantine)
         components = clean.components()
     else:
         # The summary of an adopted file has one row per component, in name order.
@@ -193,7 +193,7 @@ def _ingest_clean_file(
     train_until = None
     if source.role != "replay" and rows.num_rows:
         train_until = split_time(
-            source, rows.select([TIMESTAMP, SOURCE_ROW]).to_pandas()
+            source, clean.numbered_rows().select([TIMESTAMP, SOURCE_ROW]).to_pandas()
         )
     summary = IngestSummary(
         source=source.name,

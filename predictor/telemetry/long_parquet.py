@@ -51,8 +51,8 @@ class CleanLongFile:
     Attributes
     ----------
     rows : pyarrow.Table
-        The rows as :func:`read_clean_long_parquet` returns them, each column in one
-        chunk.
+        The rows as :func:`read_clean_long_parquet` returns them but without
+        ``source_row``; each column except ``value`` is in one chunk.
     content : pyarrow.Buffer
         The file's bytes; ``rows`` was parsed from them, so a store can keep these
         bytes as a part file (:mod:`predictor.telemetry.store_adopt`).
@@ -66,6 +66,11 @@ class CleanLongFile:
     content: pa.Buffer
     file_schema: pa.Schema
     metadata: pq.FileMetaData
+
+    def numbered_rows(self) -> pa.Table:
+        """Return :attr:`rows` with ``source_row``, the 1-based row number in the file."""
+        numbers = np.arange(1, self.rows.num_rows + 1, dtype=np.int64)
+        return self.rows.append_column(SOURCE_ROW, pa.array(numbers))
 
     def components(self) -> list[str]:
         """Return the distinct components of the rows, sorted."""
@@ -92,7 +97,7 @@ def read_clean_long_parquet(source: SourceConfig, settings: Settings) -> pa.Tabl
         file.
     """
     clean = read_clean_long_file(source, settings)
-    return None if clean is None else clean.rows
+    return None if clean is None else clean.numbered_rows()
 
 
 def read_clean_long_file(source: SourceConfig, settings: Settings) -> CleanLongFile | None:
@@ -128,7 +133,6 @@ def read_clean_long_file(source: SourceConfig, settings: Settings) -> CleanLongF
             COMPONENT: columns[COMPONENT],
             METRIC: columns[METRIC],
             VALUE: columns[VALUE],
-            SOURCE_ROW: pa.array(np.arange(1, table.num_rows + 1, dtype=np.int64)),
         }
     )
     logger.debug("source %s: read %d valid rows from %s with pyarrow", source.name,
