@@ -2,7 +2,8 @@
 
 Each test runs a real ingest in a subprocess that sends itself SIGKILL at a chosen point
 (after some of its 15 part files, one per new day, are in place, while writing the
-quarantine file, just before the commit), then checks that the store reads exactly what it read before.
+quarantine file, just before the commit), then checks that the store reads exactly what
+it read before. The same points are checked for a Parquet file that the store adopts.
 """
 
 from __future__ import annotations
@@ -161,3 +162,63 @@ def test_kill_after_commit_keeps_ingest(base_store):
 
     assert returncode == -signal.SIGKILL
     assert len(_snapshot(settings)) == 2 * 20 * 24
+
+
+@pytest.fixture
+def adoptable_day(base_store, tmp_path):
+    """A Parquet file of the sixth day of both components, in store order."""
+    times = pd.date_range("2026-10-06T00:00Z", periods=24, freq="h")
+    rows = pd.concat(
+        [
+            pd.DataFrame({"timestamp": times, "component": component,
+                          "metric": "gpu_temp_celsius", "value": 70.0 + offset})
+            for offset, component in enumerate(["gpu-1", "gpu-2"])
+        ],
+        ignore_index=True,
+    ).astype({"timestamp": "datetime64[ns, UTC]"})
+    path = tmp_path / "day6.parquet"
+    rows.to_parquet(path, index=False)
+    return path
+
+
+def _adopted(settings, path: Path) -> bool:
+    content = path.read_bytes()
+    parts = settings.telemetry_dir.glob("date=*/part-*.parquet")
+    return any(part.read_bytes() == content for part in parts)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "point", ["after_part_file", "writing_quarantine", "before_commit"]
+)
+def test_killed_adoption_leaves_store_unchanged(base_store, adoptable_day, point):
+    settings, config, _ = base_store
+    before = _snapshot(settings)
+
+    returncode = _run_killed(config, adoptable_day, settings.home, point, 1)
+
+    assert returncode == -signal.SIGKILL
+    pd.testing.assert_frame_equal(_snapshot(settings), before)
+    assert TelemetryStore(settings.telemetry_dir).last_timestamp("gpu-1") == pd.Timestamp(
+        "2026-10-05T23:00Z"
+    )
+
+    # The next ingest removes the leftovers and adopts the file.
+    summary = ingest_source(SourceConfig(name="day6", format="long", path=adoptable_day),
+                            settings)
+    assert (summary.written, summary.duplicates, summary.quarantined) == (48, 0, 0)
+    assert _adopted(settings, adoptable_day)
+    assert len(_snapshot(settings)) == len(before) + 48
+    assert not list(settings.telemetry_dir.rglob("*.tmp"))
+
+
+@pytest.mark.slow
+def test_adoption_killed_after_commit_kept(base_store, adoptable_day):
+    settings, config, _ = base_store
+    before = len(_snapshot(settings))
+
+    returncode = _run_killed(config, adoptable_day, settings.home, "after_commit", 1)
+
+    assert returncode == -signal.SIGKILL
+    assert _adopted(settings, adoptable_day)
+    assert len(_snapshot(settings)) == before + 48
