@@ -211,10 +211,10 @@ def _all_valid(columns: dict[str, pa.ChunkedArray], settings: Settings) -> bool:
 def _valid_names(codes: np.ndarray, dictionary: pa.Array) -> bool:
     """Return whether every name that a row uses is valid.
 
-    A dictionary may hold names no row uses; those are only looked at when the
-    dictionary holds an invalid name.
+    A dictionary may contain names that no row uses. Those are only looked at when the
+    dictionary contains an invalid name.
     """
-    # RE2 accepts no name that NAME_PATTERN rejects; it rejects a name with a trailing
+    # RE2 accepts no name that NAME_PATTERN rejects. It does reject a name that ends in a
     # newline, which Python's "$" accepts, so a rejection is checked again in Python.
     if len(dictionary) == 0 or pc.all(
         pc.match_substring_regex(dictionary, NAME_PATTERN.pattern)

@@ -13,6 +13,13 @@ sorted by component, metric and timestamp and written in row groups of
 :data:`ROW_GROUP_ROWS` rows, so a read of a few components skips most row groups by
 their statistics.
 
+:meth:`TelemetryStore.adopt` instead copies a clean input Parquet file that already has
+that shape as one part file, byte for byte (:mod:`predictor.telemetry.store_adopt`
+lists the conditions). An adopted file keeps its own column order, timestamp unit and
+row groups of up to 1,048,576 rows, and within each component its rows may be sorted
+by timestamp then metric. Readers cast and sort what they read, so they return the
+same rows either way.
+
 Each row has one key, (component, metric, timestamp), and the store keeps one value per
 key. :meth:`TelemetryStore.append` skips exact duplicates and returns rows that would
 change a stored value as conflicts: the first value seen wins.

@@ -1,6 +1,6 @@
 """Decide whether a clean long Parquet file can become a store part file as it is.
 
-A part file the store writes holds one UTC day of rows with the columns ``component``,
+A part file that the store writes contains one UTC day of rows with the columns ``component``,
 ``metric``, ``timestamp`` and ``value``, grouped by component in name order, without
 two rows of the same key. An input file that already has that shape need not be
 rewritten: :meth:`predictor.telemetry.store.TelemetryStore.adopt` copies its bytes into
