@@ -126,14 +126,26 @@ def test_model_training_rerun_reuses_model(trained_fleet, fleet_home, dag_runner
         assert model == {"versions": ["1"], "champion": "1"}, name
 
 
+def _files_of(home, component):
+    """Return the telemetry part files that hold only ``component``, oldest day first.
+
+    Each source is ingested on its own, so its files hold one component.
+    """
+    files = sorted((home / "telemetry").glob("date=*/part-*.parquet"))
+    return [
+        path for path in files
+        if pq.read_table(path, columns=["component"]).column(0).unique().to_pylist()
+        == [component]
+    ]
+
+
 def test_failed_group_reported_others_register(
     trained_fleet, fleet_copy, dag_runner, capfd, monkeypatch
 ):
     from predictor.config import load_settings
 
     # Damage the oldest telemetry file of machine-temperature, inside its training part.
-    folder = fleet_copy / "telemetry" / "component=machine-temperature"
-    oldest = sorted(folder.glob("date=*/part-*.parquet"))[0]
+    oldest = _files_of(fleet_copy, "machine-temperature")[0]
     oldest.write_bytes(b"not a parquet file")
     # A damaged file fails every retry the same way; without retries the run ends now
     # instead of after the backoff delays.
@@ -201,14 +213,7 @@ def test_scoring_rerun_and_shards_agree(fleet_copy, tmp_path, dag_runner, monkey
 
 def test_failed_shard_reported_others_publish(fleet_copy, dag_runner, capfd):
     # Damage the newest telemetry file of machine-temperature, as a torn write would.
-    # Each source is ingested on its own, so its files hold only that component.
-    files = sorted((fleet_copy / "telemetry").glob("date=*/part-*.parquet"))
-    owned = [
-        path for path in files
-        if pq.read_table(path, columns=["component"]).column(0).unique().to_pylist()
-        == ["machine-temperature"]
-    ]
-    newest = owned[-1]
+    newest = _files_of(fleet_copy, "machine-temperature")[-1]
     newest.write_bytes(b"not a parquet file")
 
     run = dag_runner.run("risk_scoring", dag_runner.scoring_date, {"shard_size": 1})
