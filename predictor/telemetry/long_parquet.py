@@ -162,7 +162,7 @@ def _typed_columns(table: pa.Table, timestamp_column: str) -> dict[str, pa.Chunk
     values = table.column(VALUE)
     if not (pa.types.is_floating(values.type) or pa.types.is_integer(values.type)):
         return None
-    # One chunk per column makes the numpy views of later checks free of copies.
+    # One chunk for the key columns makes the numpy views of later checks free of copies.
     columns = {
         TIMESTAMP: _one_chunk(times.cast(pa.timestamp("ns", tz="UTC"))),
         VALUE: values.cast(pa.float64()),
