@@ -20,6 +20,7 @@ import json
 import logging
 import os
 import platform
+import resource
 import subprocess
 import sys
 import tempfile
@@ -101,6 +102,23 @@ def machine() -> dict[str, object]:
     return {"cpu_count": os.cpu_count(), "cpu_model": model, "memory_mib": memory_mib}
 
 
+def measured_peak_rss_mib() -> float:
+    """Return this process's peak resident memory in MiB.
+
+    Linux keeps ``getrusage``'s ``ru_maxrss`` across ``exec``, so a child started from a
+    parent that had prepared a large fleet would report the parent's peak. ``VmHWM`` in
+    ``/proc/self/status`` belongs to the running program only.
+    """
+    status = Path("/proc/self/status")
+    if status.is_file():
+        for line in status.read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return round(int(line.split()[1]) / 1024, 1)
+    # ru_maxrss is in KiB on Linux and in bytes on macOS; only Linux gets here without
+    # /proc when /proc is not mounted.
+    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+
+
 def _measure_in_child(args: argparse.Namespace, ctx: StageContext) -> tuple[dict, float]:
     """Run the stage's measure in a fresh process; return its fields and peak RSS in MiB."""
     with tempfile.TemporaryDirectory(prefix="bench-") as folder:
@@ -116,7 +134,7 @@ def _measure_in_child(args: argparse.Namespace, ctx: StageContext) -> tuple[dict
         ]
         # The child's stdout goes to stderr, so this process prints the only stdout line.
         child = subprocess.Popen(command, stdout=sys.stderr)
-        _, status, usage = os.wait4(child.pid, 0)
+        _, status, _ = os.wait4(child.pid, 0)
         child.returncode = os.waitstatus_to_exitcode(status)
         if child.returncode != 0:
             raise SystemExit(
@@ -124,8 +142,7 @@ def _measure_in_child(args: argparse.Namespace, ctx: StageContext) -> tuple[dict
                 f"{child.returncode}; see its log above"
             )
         fields = json.loads(result_path.read_text())
-    # ru_maxrss is in KiB on Linux.
-    return fields, round(usage.ru_maxrss / 1024, 1)
+    return fields, fields.pop("peak_rss_mib")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -148,6 +165,7 @@ def main(argv: list[str] | None = None) -> int:
 
     if args.measure_into is not None:
         fields = module.measure(ctx)
+        fields["peak_rss_mib"] = measured_peak_rss_mib()
         args.measure_into.write_text(json.dumps(fields))
         return 0
 

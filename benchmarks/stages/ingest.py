@@ -23,12 +23,11 @@ from pathlib import Path
 import pandas as pd
 import pyarrow.parquet as pq
 
+from benchmarks.fleet import generate_fleet
+from benchmarks.stages import StageContext
 from predictor import pipeline
 from predictor.config import SourceConfig, load_settings
 from predictor.telemetry import TelemetryStore
-
-from benchmarks.fleet import generate_fleet
-from benchmarks.stages import StageContext
 
 METRICS = 20
 STEPS = 12

@@ -47,7 +47,8 @@ def test_training_stage_shares_one_ensemble_per_source(work):
     # The repo's sample holds SMD servers only, so the fleet is one group.
     assert result["ensembles"] == 1
     assert result["forecasters"] == 6
-    assert result["components_per_s"] == pytest.approx(6 / result["wall_s"], rel=0.01)
+    # components_per_s is rounded to one decimal.
+    assert result["components_per_s"] == pytest.approx(6 / result["wall_s"], abs=0.051)
 
 
 def test_scoring_stage_scores_every_component_once(work):
