@@ -19,6 +19,7 @@ import shutil
 import statistics
 import time
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 import pyarrow.parquet as pq

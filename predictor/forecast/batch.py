@@ -323,7 +323,8 @@ def forecast_paths_batch(
     if len(infinite):
         row, step = infinite[0]
         raise ValueError(
-            f"histories: expected finite values or NaN, got {float(histories[row, step])!r} in row "
+            "histories: expected finite values or NaN, got "
+            f"{float(histories[row, step])!r} in row "
             f"{row} at step {step}"
         )
     for forecaster in forecasters:

@@ -1,4 +1,4 @@
-"""Tests of the vectorised forecaster fit and forecast path against statsmodels and forecast_path."""
+"""The vectorised forecaster fit and forecast path, against statsmodels and forecast_path."""
 
 from __future__ import annotations
 
@@ -116,7 +116,10 @@ def test_fit_matches_statsmodels_on_nab_temperature(sample_data):
 @pytest.mark.shared_data
 def test_fit_matches_statsmodels_on_shared_data(shared_data):
     machines = tuple(
-        sorted(path.name.removesuffix(".txt.gz") for path in (shared_data / "smd" / "train").glob("*.txt.gz"))
+        sorted(
+            path.name.removesuffix(".txt.gz")
+            for path in (shared_data / "smd" / "train").glob("*.txt.gz")
+        )
     )[3:9]
     series = _smd_series(shared_data, machines, range(1, 38, 5))
     for name in ("ec2_cpu_utilization_fe7f93.csv", "rds_cpu_utilization_cc0c53.csv"):
@@ -142,7 +145,7 @@ def _mixed_fleet(sample_data: Path) -> list[pd.Series]:
 def test_paths_equal_forecast_path_with_gaps(sample_data):
     series = _mixed_fleet(sample_data)
     with pytest.warns(ForecastFallbackWarning, match="short: using simple"):
-        forecasters = _fit(series[:-1] + [series[-1]])
+        forecasters = _fit([*series[:-1], series[-1]])
     steps = 40
     histories = np.full((len(series), steps), np.nan)
     for row, y in enumerate(series):
