@@ -19,7 +19,7 @@ import pandas as pd
 from predictor.batch_scoring import score_shared_batch
 from predictor.config import Settings, SourceConfig
 from predictor.exceptions import ConfigError, PredictorUserError
-from predictor.hooks import DeliveryReport, decide_actions, deliver_pending
+from predictor.hooks import DeliveryReport, HookEvent, decide_actions, deliver_pending
 from predictor.hooks.alertmanager import sync_alertmanager_hooks
 from predictor.lifecycle import registry
 from predictor.lifecycle.gate import GroupTraining, train_group
@@ -497,17 +497,7 @@ def _score_cycle(
         if scored.records.empty:
             continue
         records = scored.records.assign(model_role=used.role)
-        actions = []
-        if scored.events and settings.hooks:
-            actions = decide_actions(
-                scored.events,
-                settings.hooks,
-                store,
-                dry_run=dry_run,
-                budgets=settings.budgets,
-                groups=hook_groups,
-            )
-        written, queued = store.write_scores_and_actions(records, actions)
+        written, queued = _publish(settings, store, records, scored.events, dry_run, hook_groups)
         result.scores_written += written
         result.hook_calls += queued
         result.components_scored += 1
@@ -534,6 +524,29 @@ def _score_cycle(
         time.perf_counter() - started,
     )
     return result
+
+
+def _publish(
+    settings: Settings,
+    store: RiskStore,
+    records: pd.DataFrame,
+    events: Sequence[HookEvent],
+    dry_run: bool,
+    hook_groups: dict[str, str | None],
+) -> tuple[int, int]:
+    """Decide the hook actions of ``events`` and write them with ``records`` in one
+    transaction; return the scores and actions written."""
+    actions = []
+    if events and settings.hooks:
+        actions = decide_actions(
+            events,
+            settings.hooks,
+            store,
+            dry_run=dry_run,
+            budgets=settings.budgets,
+            groups=hook_groups,
+        )
+    return store.write_scores_and_actions(records, actions)
 
 
 def _score_shared(
@@ -592,18 +605,10 @@ def _score_shared(
             rest.extend(scored.rest)
             if scored.records.empty:
                 continue
-            actions = []
-            if scored.events and settings.hooks:
-                actions = decide_actions(
-                    scored.events,
-                    settings.hooks,
-                    store,
-                    dry_run=dry_run,
-                    budgets=settings.budgets,
-                    groups=hook_groups,
-                )
             records = scored.records.assign(model_role=ROLE_CHAMPION)
-            written, queued = store.write_scores_and_actions(records, actions)
+            written, queued = _publish(
+                settings, store, records, scored.events, dry_run, hook_groups
+            )
             result.scores_written += written
             result.hook_calls += queued
             result.components_scored += len(scored.components)

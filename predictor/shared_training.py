@@ -21,7 +21,6 @@ import numpy as np
 import pandas as pd
 
 from predictor.config import Settings
-from predictor.detect import AnomalyEnsemble
 from predictor.detect.base import robust_center_scale, scale_floor
 from predictor.detect.ensemble import MIN_RELATIVE_SCALE, MIN_SCALE
 from predictor.exceptions import PredictorUserError
@@ -30,7 +29,7 @@ from predictor.forecast import fit_forecasters
 from predictor.model import ComponentModel
 from predictor.telemetry import TelemetryStore
 from predictor.telemetry.schema import COMPONENT, TIMESTAMP
-from predictor.training import grid_steps
+from predictor.training import grid_steps, new_ensemble
 
 logger = logging.getLogger(__name__)
 
@@ -108,14 +107,7 @@ def fit_shared_group(
         return {}
 
     pooled = pd.concat([item.sample for item in prepared], ignore_index=True)
-    ensemble = AnomalyEnsemble(
-        members=model_config.members,
-        fusion=model_config.fusion,
-        n_estimators=model_config.n_estimators,
-        n_neighbors=model_config.n_neighbors,
-        max_train_rows=model_config.max_train_rows,
-        random_state=model_config.random_state,
-    ).fit(pooled)
+    ensemble = new_ensemble(model_config).fit(pooled)
     logger.info(
         "train: group %s: one shared ensemble fitted on %d rows from %d components",
         group,

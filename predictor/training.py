@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from predictor.config import Settings
+from predictor.config import ModelConfig, Settings
 from predictor.detect import AnomalyEnsemble
 from predictor.exceptions import PredictorUserError
 from predictor.features import build_grid, infer_step_seconds, make_features
@@ -40,6 +40,18 @@ def grid_steps(minutes: float | None, step_seconds: float) -> int | None:
     if minutes is None:
         return None
     return max(1, math.ceil(minutes * 60.0 / step_seconds))
+
+
+def new_ensemble(model_config: ModelConfig) -> AnomalyEnsemble:
+    """Return an unfitted anomaly ensemble with the ``[model]`` settings."""
+    return AnomalyEnsemble(
+        members=model_config.members,
+        fusion=model_config.fusion,
+        n_estimators=model_config.n_estimators,
+        n_neighbors=model_config.n_neighbors,
+        max_train_rows=model_config.max_train_rows,
+        random_state=model_config.random_state,
+    )
 
 
 def fit_component(
@@ -77,14 +89,7 @@ def fit_component(
 
     season_steps = grid_steps(model_config.season_minutes, step_seconds)
     features = make_features(grid, model_config.window_steps, season_steps)
-    ensemble = AnomalyEnsemble(
-        members=model_config.members,
-        fusion=model_config.fusion,
-        n_estimators=model_config.n_estimators,
-        n_neighbors=model_config.n_neighbors,
-        max_train_rows=model_config.max_train_rows,
-        random_state=model_config.random_state,
-    ).fit(features)
+    ensemble = new_ensemble(model_config).fit(features)
 
     horizon_steps = grid_steps(model_config.horizon_minutes, step_seconds) or 1
     forecasters = {}
