@@ -68,8 +68,13 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def default_data_dir() -> Path:
-    """Return ``../shared/data`` next to the repository when it exists, else ``data/``."""
-    shared = REPO.parent / "shared" / "data"
+    """Return the full data sets' folder when present, else the repository's ``data/``.
+
+    The folder is ``PREDICTOR_SHARED_DATA`` when set (as for the tests), else
+    ``shared/data`` beside the repository.
+    """
+    configured = os.environ.get("PREDICTOR_SHARED_DATA")
+    shared = Path(configured) if configured else REPO.parent / "shared" / "data"
     return shared if shared.is_dir() else REPO / "data"
 
 
@@ -176,7 +181,11 @@ def main(argv: list[str] | None = None) -> int:
         data_dir,
         workdir,
     )
-    module.prepare(ctx)
+    try:
+        module.prepare(ctx)
+    except (ValueError, FileNotFoundError) as error:
+        # The fleet generator rejects a data folder without source servers this way.
+        parser.exit(2, f"run.py: stage {args.stage!r}: {error}\n")
     fields, peak_rss_mib = _measure_in_child(args, ctx)
     if "wall_s" not in fields:
         raise SystemExit(

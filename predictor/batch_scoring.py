@@ -150,10 +150,10 @@ def score_shared_batch(
         forecast_drivers=forecast_drivers,
     )
     logger.info(
-        "score: %d components sharing %s scored together on %d grid points up to %s; "
+        "score: batch of %s: %d components scored together on %d grid points up to %s, "
         "%d left to the per-component path",
-        len(eligible),
         model_version,
+        len(eligible),
         n_times,
         until,
         len(rest),

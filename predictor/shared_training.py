@@ -13,7 +13,6 @@ Forecasters stay per component and metric, fitted with the vectorized fast path.
 from __future__ import annotations
 
 import logging
-import math
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 
@@ -89,16 +88,20 @@ def fit_shared_group(
     """
     model_config = settings.model
     names = sorted(components)
-    rows_per_component = max(1, math.ceil(model_config.max_group_rows / max(len(names), 1)))
+    rows_per_component = max(1, model_config.max_group_rows // max(len(names), 1))
     rng = np.random.default_rng(model_config.random_state)
 
     prepared: list[_PreparedComponent] = []
     for component, rows in _component_rows(telemetry, windows, names):
         item = _prepare(settings, component, rows, rows_per_component, rng, minimum_points)
         if prepared and item.metrics != prepared[0].metrics:
+            first = prepared[0]
+            missing = sorted(set(first.metrics) - set(item.metrics))
+            extra = sorted(set(item.metrics) - set(first.metrics))
+            where = f"group {group!r}" if group is not None else "the components without a group"
             raise PredictorUserError(
-                f"component {component!r} of group {group!r} has metrics {item.metrics}, "
-                f"but {prepared[0].component!r} has {prepared[0].metrics}; "
+                f"component {component!r} of {where} lacks metrics {missing} and has "
+                f"extra metrics {extra} compared with {first.component!r}; "
                 'model.sharing = "group" needs the same metrics in every component of a '
                 "group, so put these components in different groups"
             )

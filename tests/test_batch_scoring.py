@@ -244,7 +244,7 @@ def test_pipeline_score_uses_the_batch_after_the_first_cycle(fleet_home, caplog)
     assert first.scores_written == 3 * 30
     assert second.scores_written == 3
     assert second.components_scored == 3
-    assert "3 components sharing" in caplog.text
+    assert "3 components scored together" in caplog.text
     assert store.scores()["surprise"].notna().all()
 
 
@@ -259,7 +259,9 @@ def test_group_sharing_rejects_components_with_different_metrics(
     other = _smd_rows(sample_data, "machine-2-1", 300)
     telemetry.append(other[other["metric"] != "load_1"])
 
-    with pytest.raises(PredictorUserError, match="'machine-2-1' of group 'smd' has metrics"):
+    with pytest.raises(
+        PredictorUserError, match=r"'machine-2-1' of group 'smd' lacks metrics \['load_1'\]"
+    ):
         train_fleet(settings, telemetry, {})
 
 
