@@ -1,6 +1,6 @@
 """Scoring many components that share one ensemble, in one vectorized pass.
 
-With ``[model] sharing = "group"`` every component of a group holds the same ensemble.
+With ``[model] sharing = "group"`` every component of a group uses the same ensemble.
 A scoring cycle then reads the telemetry of all of them at once, bins it onto one
 (component, time, metric) array, computes the trailing features for the new grid
 points of every component together and calls the shared ensemble once. Each
@@ -185,8 +185,8 @@ def _eligible(
         return [], [model.component for model in models]
     common = Counter(firsts.values()).most_common(1)[0][0]
     chosen = [model for model in models if firsts.get(model.component) == common]
-    taken = {model.component for model in chosen}
-    return chosen, [model.component for model in models if model.component not in taken]
+    chosen_names = {model.component for model in chosen}
+    return chosen, [model.component for model in models if model.component not in chosen_names]
 
 
 def _first_time(model: ComponentModel, last_scores: Mapping[str, dict]) -> pd.Timestamp:
