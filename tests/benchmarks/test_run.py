@@ -85,3 +85,27 @@ def test_stage_without_module_exits_2_with_one_line(tmp_path, monkeypatch, capsy
     assert len(err.splitlines()) == 1
     assert "stage 'ingest' has no module yet; expected" in err
     assert str(tmp_path / "benchmarks" / "stages" / "ingest.py") in err
+
+
+def test_data_folder_without_servers_exits_2_with_the_reason(tmp_path):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+
+    done = _run(
+        "--stage",
+        "forecast",
+        "--components",
+        "5",
+        "--data",
+        str(empty),
+        "--workdir",
+        str(tmp_path / "work"),
+        timeout=120,
+    )
+
+    assert done.returncode == 2
+    assert done.stdout == ""
+    assert "Traceback" not in done.stderr
+    assert done.stderr.splitlines()[-1].startswith(
+        f"run.py: stage 'forecast': {empty}: no source servers found"
+    )
