@@ -34,9 +34,11 @@ from predictor.risk import assign_levels, fuse_risk
 from predictor.risk_calibration import RiskCalibration
 from predictor.scoring import (
     FORECAST_DRIVER_PROBABILITY,
-    _finite_or_none,
-    _previous_state,
+    anomaly_driver_entries,
     carried_surprise,
+    forecast_driver,
+    level_change_event,
+    previous_state,
 )
 from predictor.telemetry import TelemetryStore
 from predictor.telemetry.freshness import key_metrics
@@ -190,7 +192,7 @@ def _eligible(
 
 
 def _first_time(model: ComponentModel, last_scores: Mapping[str, dict]) -> pd.Timestamp:
-    """The component's next grid point to score: after its last score, else after training."""
+    """Return the component's next grid point: after its last score, else after training."""
     last = last_scores.get(model.component)
     return (last["scored_at"] if last else model.train_end) + model.step
 
@@ -431,12 +433,9 @@ def _forecasts(
             *np.nonzero(metric_probability >= FORECAST_DRIVER_PROBABILITY), strict=True
         ):
             drivers[rows[member]][index].append(
-                {
-                    "metric": metric,
-                    "contribution": round(float(metric_probability[member, index]), 4),
-                    "kind": "forecast",
-                    "threshold": forecasters[member].threshold,
-                }
+                forecast_driver(
+                    metric, metric_probability[member, index], forecasters[member].threshold
+                )
             )
     return probability, time_to_threshold, drivers
 
@@ -465,17 +464,17 @@ def _records_and_events(
         risk, calibrated = raw_risk[row], False
         if calibration is not None and calibration.applies_to(model.component):
             risk, calibrated = calibration.calibrator.transform(raw_risk[row]), True
-        previous = _previous_state(last_scores.get(model.component))
+        previous = previous_state(last_scores.get(model.component))
         states, _ = assign_levels(
             raw_risk[row].tolist(), [False] * n_times, previous, settings.levels
         )
         levels = [state.level for state in states]
         previous_levels = [previous.level, *levels[:-1]]
         for index in range(n_times):
-            drivers = [
-                {"metric": metric, "contribution": round(float(share), 4), "kind": "anomaly"}
-                for metric, share in anomaly_drivers[row * n_times + index]
-            ] + forecast_drivers[row][index]
+            drivers = (
+                anomaly_driver_entries(anomaly_drivers[row * n_times + index])
+                + forecast_drivers[row][index]
+            )
             columns["component"].append(model.component)
             columns["group_name"].append(model.group)
             columns["scored_at"].append(times[index])
@@ -493,19 +492,18 @@ def _records_and_events(
             columns["surprise"].append(float(smoothed[row, index]))
             if previous_levels[index] != levels[index]:
                 events.append(
-                    HookEvent(
-                        component=model.component,
-                        group=model.group,
+                    level_change_event(
+                        model,
+                        settings,
+                        model_version,
+                        calibrated,
                         level=levels[index],
                         previous_level=previous_levels[index],
-                        risk=float(risk[index]),
+                        risk=risk[index],
+                        raw_risk=raw_risk[row, index],
                         scored_at=times[index],
-                        horizon_minutes=settings.model.horizon_minutes,
                         drivers=drivers,
-                        time_to_threshold_seconds=_finite_or_none(time_to_threshold[row, index]),
-                        model_version=model_version,
-                        calibrated=calibrated,
-                        raw_risk=float(raw_risk[row, index]),
+                        time_to_threshold=time_to_threshold[row, index],
                     )
                 )
     records = pd.DataFrame(columns)

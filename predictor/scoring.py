@@ -43,7 +43,7 @@ class ComponentScores:
     events: list[HookEvent]
 
 
-def _previous_state(last_score: dict | None) -> LevelState:
+def previous_state(last_score: dict | None) -> LevelState:
     if last_score is None:
         return LevelState()
     return LevelState(
@@ -92,14 +92,61 @@ def _forecast_columns(
         time_to_threshold = np.fmin(time_to_threshold, metric_time)
         for index in np.flatnonzero(metric_probability >= FORECAST_DRIVER_PROBABILITY):
             drivers[index].append(
-                {
-                    "metric": metric,
-                    "contribution": round(float(metric_probability[index]), 4),
-                    "kind": "forecast",
-                    "threshold": forecaster.threshold,
-                }
+                forecast_driver(metric, metric_probability[index], forecaster.threshold)
             )
     return probability, time_to_threshold, drivers
+
+
+def forecast_driver(metric: str, probability: float, threshold: float) -> dict:
+    """Return the driver entry of a metric forecast to cross ``threshold``."""
+    return {
+        "metric": metric,
+        "contribution": round(float(probability), 4),
+        "kind": "forecast",
+        "threshold": threshold,
+    }
+
+
+def anomaly_driver_entries(shares: list[tuple[str, float]]) -> list[dict]:
+    """Return the driver entries of the ensemble's (metric, share) explanation of a row."""
+    return [
+        {"metric": metric, "contribution": round(float(share), 4), "kind": "anomaly"}
+        for metric, share in shares
+    ]
+
+
+def level_change_event(
+    model: ComponentModel,
+    settings: Settings,
+    model_version: str,
+    calibrated: bool,
+    *,
+    level: str,
+    previous_level: str,
+    risk: float,
+    raw_risk: float,
+    scored_at: pd.Timestamp,
+    drivers: list[dict],
+    time_to_threshold: float,
+) -> HookEvent:
+    """Return the hook event of a level change of ``model``'s component.
+
+    ``time_to_threshold`` is in seconds, NaN when no forecast crosses.
+    """
+    return HookEvent(
+        component=model.component,
+        group=model.group,
+        level=level,
+        previous_level=previous_level,
+        risk=float(risk),
+        scored_at=scored_at,
+        horizon_minutes=settings.model.horizon_minutes,
+        drivers=drivers,
+        time_to_threshold_seconds=_finite_or_none(time_to_threshold),
+        model_version=model_version,
+        calibrated=calibrated,
+        raw_risk=float(raw_risk),
+    )
 
 
 def carried_surprise(last_score: dict | None) -> float | None:
@@ -175,7 +222,7 @@ def score_component(
     ComponentScores
     """
     step = model.step
-    previous = _previous_state(last_score)
+    previous = previous_state(last_score)
     first = last_score["scored_at"] + step if last_score else model.train_end + step
     if first > until:
         return ComponentScores(records=pd.DataFrame(), events=[])
@@ -222,11 +269,7 @@ def score_component(
     levels = [state.level for state in states]
     previous_levels = [previous.level, *levels[:-1]]
     drivers = [
-        [
-            {"metric": metric, "contribution": round(float(share), 4), "kind": "anomaly"}
-            for metric, share in anomaly_row
-        ]
-        + forecast_row
+        anomaly_driver_entries(anomaly_row) + forecast_row
         for anomaly_row, forecast_row in zip(anomaly_drivers, forecast_drivers, strict=True)
     ]
     # An unknown score is explained by what is missing, not by stale features.
@@ -256,19 +299,18 @@ def score_component(
         }
     )
     events = [
-        HookEvent(
-            component=model.component,
-            group=model.group,
+        level_change_event(
+            model,
+            settings,
+            model_version,
+            calibrated,
             level=levels[index],
             previous_level=previous_levels[index],
-            risk=float(risk[index]),
+            risk=risk[index],
+            raw_risk=raw_risk[index],
             scored_at=times[index],
-            horizon_minutes=settings.model.horizon_minutes,
             drivers=drivers[index],
-            time_to_threshold_seconds=_finite_or_none(time_to_threshold[index]),
-            model_version=model_version,
-            calibrated=calibrated,
-            raw_risk=float(raw_risk[index]),
+            time_to_threshold=time_to_threshold[index],
         )
         for index in range(len(times))
         # Every level change is an event; the hook guardrails decide which ones act
