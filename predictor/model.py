@@ -52,7 +52,7 @@ class ComponentModel:
     feature_center, feature_scale : ndarray of shape (n_features,) or None
         With a group-shared ensemble: the median and robust scale of each feature
         column on this component's own training rows. Features are standardized with
-        them before the shared ensemble sees them, so components of one group with
+        them before they reach the shared ensemble, so components of one group with
         different normal levels share one notion of unusual. None when the ensemble
         is the component's own.
     """

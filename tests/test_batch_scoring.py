@@ -83,7 +83,7 @@ def fleet_home(sample_data, tmp_path, isolated_env):
     return settings, telemetry, fleet, cut
 
 
-def test_group_sharing_fits_one_ensemble_with_per_component_standardization(fleet_home):
+def test_group_sharing_fits_one_ensemble(fleet_home):
     _, _, fleet, cut = fleet_home
 
     models = [fleet.components[machine] for machine in MACHINES]
@@ -174,7 +174,7 @@ def test_batch_path_equals_per_component_path(fleet_home):
     _assert_same_records(batch, fleet, telemetry, last_scores, until, settings)
 
 
-def test_batch_first_scores_after_training_equal_per_component_path(fleet_home):
+def test_batch_first_cycle_equals_per_component_path(fleet_home):
     settings, telemetry, fleet, cut = fleet_home
     until = cut + STEP * 25
     models = [fleet.components[machine] for machine in MACHINES]
@@ -202,7 +202,7 @@ def test_carried_smoothing_equals_scoring_the_history_again(fleet_home):
     np.testing.assert_allclose(carried["anomaly_score"], history["anomaly_score"], rtol=1e-9)
 
 
-def test_batch_leaves_stale_and_out_of_step_components_to_the_per_component_path(
+def test_batch_leaves_stale_and_late_components(
     fleet_home,
 ):
     settings, telemetry, fleet, cut = fleet_home
@@ -228,7 +228,7 @@ def _without_rows_after(telemetry, component, end):
     return copy
 
 
-def test_pipeline_score_uses_the_batch_after_the_first_cycle(fleet_home, caplog):
+def test_pipeline_score_uses_the_batch(fleet_home, caplog):
     settings, telemetry, fleet, cut = fleet_home
     fleet.version = VERSION
     store = pipeline.open_risk_store(settings)

@@ -295,7 +295,7 @@ def test_feature_metric_names(column, metric):
     assert feature_metric(column) == metric
 
 
-def test_trailing_windows_match_pandas_rolling_on_real_telemetry_with_gaps(sample_data):
+def test_trailing_windows_match_pandas_rolling(sample_data):
     frame = pd.read_csv(
         sample_data / "nab" / "realKnownCause" / "machine_temperature_system_failure.csv"
     )
@@ -313,7 +313,7 @@ def test_trailing_windows_match_pandas_rolling_on_real_telemetry_with_gaps(sampl
     )
 
 
-def test_trailing_std_of_a_constant_window_is_exactly_zero():
+def test_trailing_std_constant_window_is_zero():
     values = np.array([3.1, 3.1, 3.1, 3.1, 7.0, 3.1, 3.1, 3.1, 3.1, 3.1])
 
     std = trailing_std(values, 3)
@@ -322,7 +322,7 @@ def test_trailing_std_of_a_constant_window_is_exactly_zero():
     assert std[-1] == 0.0
 
 
-def test_make_features_of_an_empty_grid_has_the_feature_columns():
+def test_make_features_empty_grid_keeps_columns():
     grid = pd.DataFrame(columns=["cpu", "mem"], dtype="float64")
 
     features = make_features(grid, window_steps=12)

@@ -48,13 +48,13 @@ class FleetHome:
     step: pd.Timedelta
 
     def windows(self) -> dict[str, TrainingWindow]:
-        """Every component trains on the day before ``train_end``."""
+        """Return each component's training window: the day up to ``train_end``."""
         window = TrainingWindow(None, self.train_end)
         return {declared.name: window for declared in self.settings.components}
 
 
 def fleet_dir(ctx: StageContext) -> Path:
-    """The fleet's folder, beside the stage folders, so that stages share one fleet."""
+    """Return the fleet's folder, beside the stage folders, so that stages share one fleet."""
     return ctx.workdir.parent / f"fleet-{ctx.components}"
 
 

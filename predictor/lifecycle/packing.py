@@ -34,7 +34,7 @@ PACKABLE_CLASSES: dict[str, type] = {
 class PackedColumn:
     """One attribute of every packed object.
 
-    ``kind`` says how ``values`` holds them: ``"same"`` (one value for all), ``"array"``
+    ``kind`` is how ``values`` stores them: ``"same"`` (one value for all), ``"array"``
     (an array with one entry, or one stacked row, per object), ``"timestamp"`` and
     ``"timedelta"`` (int64 nanoseconds), ``"series"`` (concatenated values and index with
     the length of each), or ``"list"`` (the values as they are). ``missing`` marks the

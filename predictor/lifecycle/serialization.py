@@ -127,7 +127,7 @@ class PackedGroup:
 
     skops writes an object's full description each time it is reached, and a node
     per string and list, so a group of thousands of components would repeat its
-    ensemble and its metric names per component. The file holds each shared ensemble
+    ensemble and its metric names per component. The file contains each shared ensemble
     once, in the fleet's ``shared_ensembles`` list, and the group's component models
     and forecasters as columns (see :mod:`predictor.lifecycle.packing`).
 

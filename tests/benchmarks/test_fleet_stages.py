@@ -44,7 +44,7 @@ def work(tmp_path_factory) -> Path:
 def test_training_stage_shares_one_ensemble_per_source(work):
     result = _stage("training", work)
 
-    # The repo's sample holds SMD servers only, so the fleet is one group.
+    # The repo's sample contains SMD servers only, so the fleet is one group.
     assert result["ensembles"] == 1
     assert result["forecasters"] == 6
     # components_per_s is rounded to one decimal.

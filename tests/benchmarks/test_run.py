@@ -87,7 +87,7 @@ def test_stage_without_module_exits_2_with_one_line(tmp_path, monkeypatch, capsy
     assert str(tmp_path / "benchmarks" / "stages" / "ingest.py") in err
 
 
-def test_data_folder_without_servers_exits_2_with_the_reason(tmp_path):
+def test_data_folder_without_servers_exits_2(tmp_path):
     empty = tmp_path / "empty"
     empty.mkdir()
 
