@@ -373,7 +373,12 @@ def split_shards(components: Iterable[str], shard_size: int) -> list[list[str]]:
 
 
 def plan_shards(settings: Settings, shard_size: int = DEFAULT_SHARD_SIZE) -> list[list[str]]:
-    """Split the champion's components into shards of at most ``shard_size``."""
+    """Split the champion's components into shards of at most ``shard_size``.
+
+    NOTE: with shared group ensembles (``[model] sharing = "group"``) every shard loads
+    the whole group model, so many small shards repeat that load; the shards are not
+    aligned with groups yet.
+    """
     return split_shards(trained_components(settings), shard_size)
 
 
