@@ -146,13 +146,17 @@ def ingest(
     """
     telemetry = telemetry or open_telemetry(settings)
     summaries = []
-    windows = _read_training_windows(settings)
+    recorded = _read_training_windows(settings)
+    windows = dict(recorded)
     for source in sources if sources is not None else select_sources(settings):
         summary = ingest_source(source, settings, telemetry)
         summaries.append(summary)
+        if summary.train_until is None:
+            continue
         for component in summary.components:
             windows[component] = _later(windows.get(component), summary.train_until)
-    _write_training_windows(settings, windows)
+    if windows != recorded:
+        _write_training_windows(settings, windows)
     return summaries
 
 

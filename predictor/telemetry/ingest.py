@@ -8,6 +8,7 @@ values) or nowhere because it is already stored (``duplicates``). The summary ch
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 import re
@@ -297,8 +298,14 @@ def _quarantine_frame(*parts: pd.DataFrame) -> pd.DataFrame:
         )
         frames.append(frame)
     if not frames:
-        return pd.DataFrame({column: pd.Series([], dtype=object) for column in QUARANTINE_COLUMNS})
+        return _no_quarantine()
     return pd.concat(frames, ignore_index=True).sort_values(SOURCE_ROW, kind="stable")
+
+
+@functools.cache
+def _no_quarantine() -> pd.DataFrame:
+    """Return the quarantine frame of an ingest without rejected rows (shared: never modify it)."""
+    return pd.DataFrame({column: pd.Series([], dtype=object) for column in QUARANTINE_COLUMNS})
 
 
 def _write_quarantine(frame: pd.DataFrame, source: SourceConfig, folder: Path) -> Path | None:

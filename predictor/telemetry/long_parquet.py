@@ -26,6 +26,7 @@ import pyarrow.parquet as pq
 
 from predictor.config import Settings, SourceConfig
 from predictor.telemetry.arrow_rows import dictionary_codes, used_values
+from predictor.telemetry.file_bytes import read_block_aligned
 from predictor.telemetry.readers import (
     EARLIEST_PLAUSIBLE,
     MAX_FUTURE,
@@ -116,7 +117,7 @@ def read_clean_long_file(source: SourceConfig, settings: Settings) -> CleanLongF
     path = Path(str(source.path))
     try:
         # One read of the bytes: the rows checked are exactly the bytes a store may keep.
-        content = pa.py_buffer(path.read_bytes())
+        content = read_block_aligned(path)
         table = pq.read_table(
             pa.BufferReader(content), read_dictionary=[COMPONENT, METRIC]
         ).unify_dictionaries()

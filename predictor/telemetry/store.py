@@ -50,7 +50,6 @@ from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
-from typing import BinaryIO
 
 import numpy as np
 import pandas as pd
@@ -68,6 +67,7 @@ from predictor.telemetry.arrow_rows import (
     summarise_sorted,
     utc_days,
 )
+from predictor.telemetry.file_bytes import write_synced
 from predictor.telemetry.schema import COMPONENT, LONG_COLUMNS, METRIC, TIMESTAMP, VALUE
 from predictor.telemetry.store_adopt import AdoptableFile
 from predictor.telemetry.store_dedupe import (
@@ -284,7 +284,7 @@ class TelemetryStore:
         date = day_label(file.day)
         with ThreadPoolExecutor(max_workers=1) as pool:
             copying = pool.submit(
-                _write_atomically, lambda handle: handle.write(file.content),
+                _write_atomically, file.content,
                 self.root / f"{DATE}={date}", transaction, written,
             )
             summary = file.summary
@@ -346,7 +346,7 @@ class TelemetryStore:
             part = rows if first_day == last_day else rows.filter(pa.array(days == day))
             date = day_label(int(day))
             path = _write_atomically(
-                functools.partial(_write_part, part.select(FLEET_FILE_SCHEMA.names)),
+                _part_bytes(part.select(FLEET_FILE_SCHEMA.names)),
                 self.root / f"{DATE}={date}", transaction, written,
             )
             summaries.append(
@@ -539,7 +539,7 @@ class TelemetryStore:
                 self._summary_cache[transaction] = pq.read_table(path).to_pandas()
         frames = [self._summary_cache[t] for t in markers if t in self._summary_cache]
         if not frames:
-            return _summary_table([]).to_pandas()
+            return _no_summaries()
         return pd.concat(frames, ignore_index=True)
 
     def _fleet_files(
@@ -635,6 +635,12 @@ def _with_file(summary: pa.Table, date: str, path: Path) -> pa.Table:
     )
 
 
+@functools.cache
+def _no_summaries() -> pd.DataFrame:
+    """Return the summary frame of a store without commits (shared: never modify it)."""
+    return _summary_table([]).to_pandas()
+
+
 def _summary_table(parts: list[pa.Table]) -> pa.Table:
     schema = pa.schema(
         [
@@ -707,27 +713,29 @@ def _empty_long() -> pd.DataFrame:
     )
 
 
-def _write_part(table: pa.Table, handle: BinaryIO) -> None:
-    """Write rows as a part file's Parquet bytes.
+def _part_bytes(table: pa.Table) -> pa.Buffer:
+    """Return rows as a part file's Parquet bytes.
 
     Component and metric are dictionary-encoded in the file; the Arrow schema is not
     stored, so readers see them as strings and can use the row-group statistics of those
     columns to skip row groups.
     """
+    content = pa.BufferOutputStream()
     pq.write_table(
-        table, handle, row_group_size=ROW_GROUP_ROWS,
+        table, content, row_group_size=ROW_GROUP_ROWS,
         use_dictionary=[COMPONENT, METRIC], store_schema=False,
     )
+    return content.getvalue()
 
 
 def _write_atomically(
-    write: Callable[[BinaryIO], object], folder: Path, transaction: str, written: list[Path]
+    content: pa.Buffer | bytes, folder: Path, transaction: str, written: list[Path]
 ) -> Path:
     """Write one part file of a transaction so that readers never see it half-written.
 
-    ``write(handle)`` writes the file's bytes. The file is written under a name starting
-    with ".", which part-file globs skip, then synced and renamed. The final path is
-    added to ``written`` before the rename, so a rollback can remove it.
+    The bytes are written under a name starting with ".", which part-file globs skip,
+    then synced and renamed. The final path is added to ``written`` before the rename,
+    so a rollback can remove it.
     """
     folder.mkdir(parents=True, exist_ok=True)
     name = f"part-{transaction}-{uuid.uuid4().hex}.parquet"
@@ -735,10 +743,7 @@ def _write_atomically(
     final = folder / name
     written.append(final)
     try:
-        with temporary.open("wb") as handle:
-            write(handle)
-            handle.flush()
-            os.fsync(handle.fileno())
+        write_synced(temporary, content)
         os.replace(temporary, final)
     except BaseException:
         temporary.unlink(missing_ok=True)

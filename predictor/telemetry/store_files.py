@@ -13,6 +13,8 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from predictor.telemetry.file_bytes import write_synced
+
 COMMITS_DIR = "_commits"
 TRANSACTION_PART = re.compile(r"^part-([0-9a-f]{32})-[0-9a-f]{32}\.parquet$")
 
@@ -22,11 +24,10 @@ def write_marker(root: Path, transaction: str, summary: pa.Table) -> None:
     folder = root / COMMITS_DIR
     folder.mkdir(parents=True, exist_ok=True)
     temporary = folder / f".{transaction}.tmp"
+    content = pa.BufferOutputStream()
+    pq.write_table(summary, content)
     try:
-        with temporary.open("wb") as handle:
-            pq.write_table(summary, handle)
-            handle.flush()
-            os.fsync(handle.fileno())
+        write_synced(temporary, content.getvalue())
         os.replace(temporary, folder / transaction)
     except BaseException:
         temporary.unlink(missing_ok=True)
