@@ -288,17 +288,17 @@ class TelemetryStore:
                 self.root / f"{DATE}={date}", transaction, written,
             )
             summary = file.summary
-            overlaps = None if summary is None else self._overlapping_summaries(
-                summary.to_pandas()
-            )
+            overlaps = 0
+            if summary is not None and self._has_summaries():
+                overlaps = len(self._overlapping_summaries(summary.to_pandas()))
             path = copying.result()
         if summary is None:
             return None
-        if not overlaps.empty:
+        if overlaps:
             logger.debug(
                 "telemetry store %s: %d stored file ranges overlap the file's %d "
                 "components; deduplicating instead of adopting",
-                self.root, len(overlaps), summary.num_rows,
+                self.root, overlaps, summary.num_rows,
             )
             return None
         return _summary_table([_with_file(summary, date, path.relative_to(self.root))])
@@ -624,7 +624,12 @@ def _remove(paths: list[Path]) -> None:
 
 def _empty_frame(rows: pa.Table) -> pd.DataFrame:
     """Return an empty frame with the columns ``rows`` has as a pandas view of append input."""
-    return _input_table(rows.slice(0, 0))[1]()
+    return _empty_frame_of(rows.schema).copy()
+
+
+@functools.lru_cache(maxsize=8)
+def _empty_frame_of(schema: pa.Schema) -> pd.DataFrame:
+    return _input_table(schema.empty_table())[1]()
 
 
 def _with_file(summary: pa.Table, date: str, path: Path) -> pa.Table:
