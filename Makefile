@@ -42,7 +42,7 @@ bench-fleet: install
 	mkdir -p benchmarks/.work
 	rm -f $(FLEET_RESULTS)
 	for size in 100 1000 10000; do \
-		for stage in ingest features training scoring forecast hooks; do \
+		for stage in ingest features training scoring forecast hooks compact; do \
 			$(BIN)/python benchmarks/run.py --stage $$stage --components $$size \
 				>> $(FLEET_RESULTS) || exit 1; \
 		done; \

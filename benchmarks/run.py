@@ -34,7 +34,7 @@ if str(REPO) not in sys.path:
 
 from benchmarks.stages import StageContext  # noqa: E402
 
-STAGES = ("ingest", "features", "training", "scoring", "forecast", "hooks")
+STAGES = ("ingest", "features", "training", "scoring", "forecast", "hooks", "compact")
 
 logger = logging.getLogger("benchmarks.run")
 

@@ -21,6 +21,7 @@ RATES = {
     "scoring": ("components_per_s", "components/s"),
     "forecast": ("series_per_s", "series/s"),
     "hooks": ("events_per_s", "events/s"),
+    "compact": ("rows_per_s", "rows/s"),
 }
 
 

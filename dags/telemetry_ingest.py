@@ -5,6 +5,9 @@ file in the `config_path` param). Ingest skips rows already stored, so a re-run 
 interval adds no telemetry rows. When the run wrote new rows, `publish_telemetry`
 updates the `predictor-telemetry` asset, which starts the `risk_scoring` DAG. A run
 that found nothing new skips that task, so scoring is not started for nothing.
+`compact_telemetry` then merges the files of each completed UTC day into one; it
+does work once a day, after the first ingest past midnight UTC, and costs one listing
+of the commit markers otherwise.
 
 Prerequisites: the sources' files are readable from the worker, and `PREDICTOR_HOME`
 (or the object store it is mounted from) is shared by all workers.
@@ -75,7 +78,15 @@ def telemetry_ingest():
         get_current_context()["outlet_events"][TELEMETRY].extra = event
         return event
 
-    publish_telemetry(ingest_telemetry())
+    @task(task_id="compact_telemetry", **EXTERNAL_RETRIES)
+    def compact_telemetry() -> dict:
+        from predictor import orchestration
+
+        return orchestration.compact_telemetry(get_current_context()["params"]["config_path"])
+
+    summary = ingest_telemetry()
+    publish_telemetry(summary)
+    summary >> compact_telemetry()
 
 
 telemetry_ingest()

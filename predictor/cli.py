@@ -105,6 +105,16 @@ def build_parser() -> argparse.ArgumentParser:
         "--metric", default="value", help="metric name for a NAB file (default: value)"
     )
 
+    compact = commands.add_parser(
+        "compact", help="merge the telemetry files of each completed day into one"
+    )
+    compact.add_argument(
+        "--before",
+        metavar="TIME",
+        help="compact the days that end at or before TIME (ISO 8601, UTC unless it "
+        "names a zone; default: now)",
+    )
+
     train = commands.add_parser("train", help="fit models and register them in MLflow")
     train.add_argument(
         "--until",
@@ -331,6 +341,36 @@ def _cmd_ingest(args: argparse.Namespace) -> int:
 
     rows = [(s.source, s.rows_read, s.written, s.quarantined, s.duplicates) for s in summaries]
     print(format_table(("source", "read", "written", "quarantined", "duplicates"), rows))
+    return 0
+
+
+def _cmd_compact(args: argparse.Namespace) -> int:
+    from predictor import pipeline
+    from predictor.report import format_table
+    from predictor.telemetry.store_compact import CompactionError
+
+    settings = _settings(args)
+    before = None
+    if args.before is not None:
+        try:
+            before = pd.Timestamp(args.before)
+        except ValueError:
+            before = pd.NaT
+        if pd.isna(before):
+            raise ConfigError(
+                f"--before: expected an ISO 8601 time such as 2026-03-02T00:00Z, "
+                f"got {args.before!r}"
+            )
+    try:
+        compacted = pipeline.open_telemetry(settings).compact(before)
+    except CompactionError as error:
+        print(f"predictor compact: failed: {error}", file=sys.stderr)
+        return 1
+    if not compacted:
+        print("no completed day has more than one telemetry file")
+        return 0
+    rows = [(day.date, day.files, day.rows) for day in compacted]
+    print(format_table(("day", "files merged", "rows"), rows))
     return 0
 
 
@@ -667,6 +707,7 @@ SUMMARY_KEYS = (
 
 COMMANDS = {
     "ingest": _cmd_ingest,
+    "compact": _cmd_compact,
     "train": _cmd_train,
     "score": _cmd_score,
     "calibrate": _cmd_calibrate,

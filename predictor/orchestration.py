@@ -114,6 +114,28 @@ def ingest_sources(
     return result
 
 
+def compact_telemetry(config_path: str | None = None) -> dict[str, Any]:
+    """Merge the telemetry files of each completed UTC day into one file per day.
+
+    A day with one file is left alone, so running it again changes nothing.
+
+    Returns
+    -------
+    dict
+        ``days`` (the dates compacted), ``files_merged`` and ``rows`` (summed over them).
+    """
+    settings = load_run_settings(config_path)
+    compacted = pipeline.open_telemetry(settings).compact()
+    result = {
+        "days": [day.date for day in compacted],
+        "files_merged": sum(day.files for day in compacted),
+        "rows": sum(day.rows for day in compacted),
+    }
+    logger.info("compact: %d days, %d files merged, %d rows", len(compacted),
+                result["files_merged"], result["rows"])
+    return result
+
+
 def training_run_key(
     dag_id: str,
     interval: str,

@@ -33,6 +33,10 @@ the part file, the first and last timestamp and the row count. ``components()``,
 ``last_timestamp()``, deduplication and file pruning on read use these summaries
 instead of the part files.
 
+:meth:`TelemetryStore.compact` merges the part files of each completed day into one file,
+committed with a marker that names the files it replaces; readers ignore replaced files
+from that commit on, and the replaced files and markers are then deleted.
+
 Stores written before this layout keep one folder per component and day,
 ``component=<name>/date=<YYYY-MM-DD>/part-*.parquet``, with empty markers or none
 (:mod:`predictor.telemetry.store_legacy`). Their rows stay readable and count for
@@ -60,6 +64,7 @@ import pyarrow.parquet as pq
 
 from predictor.telemetry import store_legacy
 from predictor.telemetry.arrow_rows import (
+    NS_PER_DAY,
     ROW_SCHEMA,
     as_row_table,
     day_label,
@@ -70,6 +75,15 @@ from predictor.telemetry.arrow_rows import (
 from predictor.telemetry.file_bytes import write_synced
 from predictor.telemetry.schema import COMPONENT, LONG_COLUMNS, METRIC, TIMESTAMP, VALUE
 from predictor.telemetry.store_adopt import AdoptableFile
+from predictor.telemetry.store_compact import (
+    COMPACT_BLOCK,
+    CompactedDay,
+    CompactionError,
+    delete_replaced,
+    replaced_files,
+    with_replaced_files,
+    write_merged_day,
+)
 from predictor.telemetry.store_dedupe import (
     KEPT_VALUE,
     KEY_COLUMNS,
@@ -114,6 +128,9 @@ FLEET_FILE_SCHEMA = pa.schema(
 # give each row group's component range, and readers skip the row groups outside it.
 ROW_GROUP_ROWS = 65_536
 LOCK_NAME = ".lock"
+#: A read lists and opens the part files at most this many times when compactions
+#: delete listed files in between.
+READ_ATTEMPTS = 3
 
 
 class TelemetryStore:
@@ -137,10 +154,10 @@ class TelemetryStore:
     input component in the input's time range, so appending rows newer than every
     stored row reads no part file.
 
-    TODO: add a compaction step that merges the part files of a day and the markers;
-    until then every append adds one file per day and one marker, and
-    ``components()``, ``last_timestamp()`` and each append read all markers (a process
-    reads each marker once and keeps it in memory).
+    Every append adds one file per day and one marker, and ``components()``,
+    ``last_timestamp()`` and each append read all markers (a process reads each marker
+    once and keeps it in memory). :meth:`compact` merges each completed day's files and
+    markers into one (:mod:`predictor.telemetry.store_compact`).
 
     Examples
     --------
@@ -160,6 +177,7 @@ class TelemetryStore:
     def __init__(self, root: str | Path) -> None:
         self.root = Path(root)
         self._summary_cache: dict[str, pd.DataFrame] = {}
+        self._replaces_cache: dict[str, list[str]] = {}
 
     # --- writing ----------------------------------------------------------------------
 
@@ -277,6 +295,100 @@ class TelemetryStore:
                      self.root, rows.num_rows, file.summary.num_rows)
         return result
 
+    def compact(
+        self, before: str | pd.Timestamp | None = None, block: pd.Timedelta = COMPACT_BLOCK
+    ) -> list[CompactedDay]:
+        """Merge the part files of each UTC day before ``before`` into one file per day.
+
+        Parameters
+        ----------
+        before : str, Timestamp or None, default=None
+            Days that end at or before this time are compacted; None means now, so only
+            completed days are. A bound without a timezone is taken as UTC.
+        block : Timedelta, default=COMPACT_BLOCK
+            Span of the rows merged in memory at once (an hour); the merged file is
+            sorted by block, then by component, metric and timestamp.
+
+        Returns
+        -------
+        list of CompactedDay
+            One entry per day that had more than one part file, in date order.
+
+        Notes
+        -----
+        Each day is one transaction, so a failed or killed compaction leaves the day as
+        it was. Rows appended later to a compacted day go to a new part file, which the
+        next compaction merges. Legacy per-component folders are left as they are.
+        """
+        cutoff = _as_utc(before if before is not None else pd.Timestamp.now(tz="UTC"))
+        last_date = day_label(int(cutoff.value // NS_PER_DAY) - 1)
+        compacted = []
+        with self._lock():
+            self._remove_uncommitted()
+            self._delete_replaced()
+            summaries = self._summaries()
+            candidates = summaries.loc[summaries[DATE] <= last_date]
+            files_per_day = candidates.groupby(DATE, sort=True)[FILE].nunique()
+            for date in files_per_day.index[files_per_day > 1]:
+                day = candidates.loc[candidates[DATE] == date]
+                compacted.append(self._compact_day(str(date), day, block))
+                self._delete_replaced()
+        return compacted
+
+    def _compact_day(self, date: str, day: pd.DataFrame, block: pd.Timedelta) -> CompactedDay:
+        """Merge one day's part files into one and commit it as their replacement."""
+        files = sorted(set(day[FILE]))
+        expected = int(day["rows"].sum())
+
+        def write(transaction: str, written: list[Path]) -> pa.Table:
+            summary = write_merged_day(
+                self.root, day, block, self.root / f"{DATE}={date}", transaction,
+                written, FLEET_FILE_SCHEMA, ROW_GROUP_ROWS,
+            )
+            merged = int(pc.sum(summary.column("rows")).as_py())
+            if merged != expected:
+                raise CompactionError(
+                    f"telemetry store {self.root}: the {len(files)} part files of {date} "
+                    f"hold {merged} rows, their commit markers count {expected}; the "
+                    f"day is left as it is"
+                )
+            new_file = Path(written[-1]).relative_to(self.root)
+            return with_replaced_files(
+                _summary_table([_with_file(summary, date, new_file)]), files
+            )
+
+        self._write_transaction(write, None, None)
+        logger.info("telemetry store %s: compacted %d part files of %s into one "
+                    "(%d rows, %d components)", self.root, len(files), date, expected,
+                    day[COMPONENT].nunique())
+        return CompactedDay(date, len(files), expected)
+
+    def _delete_replaced(self) -> None:
+        """Delete the part files and markers that committed compactions replaced (lock held)."""
+        markers = committed_markers(self.root)
+        self._summaries()
+        replaced = self._replaced(markers)
+        if not replaced:
+            return
+        # Markers of compactions go last: while one exists, the files it replaced stay
+        # ignored, so a crash part-way never brings back the rows of a deleted file.
+        order = sorted(
+            (t for t in markers if t in self._summary_cache),
+            key=lambda transaction: bool(self._replaces_cache.get(transaction)),
+        )
+        marker_files = {t: set(self._summary_cache[t][FILE]) for t in order}
+        files_deleted, markers_deleted = delete_replaced(
+            self.root, replaced, marker_files, self._remove_marker
+        )
+        if files_deleted or markers_deleted:
+            logger.debug("telemetry store %s: deleted %d replaced part files and %d "
+                         "markers", self.root, files_deleted, markers_deleted)
+
+    def _remove_marker(self, transaction: str) -> None:
+        (self.root / COMMITS_DIR / transaction).unlink(missing_ok=True)
+        self._summary_cache.pop(transaction, None)
+        self._replaces_cache.pop(transaction, None)
+
     def _write_adopted(
         self, file: AdoptableFile, transaction: str, written: list[Path]
     ) -> pa.Table | None:
@@ -306,7 +418,7 @@ class TelemetryStore:
     def _write_transaction(
         self,
         write_parts: Callable[[str, list[Path]], pa.Table | None],
-        result: AppendResult,
+        result: AppendResult | None,
         before_commit: Callable[[AppendResult], None] | None,
     ) -> bool:
         """Write the part files of one append, run ``before_commit``, then commit.
@@ -485,9 +597,9 @@ class TelemetryStore:
         condition = _condition(names, start_ts, end_ts, metrics)
 
         tables = []
-        files = self._fleet_files(names, start_ts, end_ts)
-        if files:
-            tables.append(self._read_fleet(files, condition))
+        fleet = self._read_fleet_files(names, start_ts, end_ts, condition)
+        if fleet is not None:
+            tables.append(fleet)
         if store_legacy.has_legacy_layout(self.root):
             legacy = store_legacy.legacy_files(
                 self.root, committed_markers(self.root), names,
@@ -535,12 +647,33 @@ class TelemetryStore:
         markers = committed_markers(self.root)
         for transaction, size in markers.items():
             if size and transaction not in self._summary_cache:
-                path = self.root / COMMITS_DIR / transaction
-                self._summary_cache[transaction] = pq.read_table(path).to_pandas()
+                self._read_marker(transaction)
         frames = [self._summary_cache[t] for t in markers if t in self._summary_cache]
         if not frames:
             return _no_summaries()
-        return pd.concat(frames, ignore_index=True)
+        summaries = pd.concat(frames, ignore_index=True)
+        replaced = self._replaced(markers)
+        if replaced:
+            summaries = summaries.loc[~summaries[FILE].isin(replaced)].reset_index(drop=True)
+        return summaries
+
+    def _read_marker(self, transaction: str) -> None:
+        """Cache a marker's summary rows and the part files its commit replaced."""
+        try:
+            marker = pq.read_table(self.root / COMMITS_DIR / transaction)
+        except FileNotFoundError:
+            # A compaction deleted it after listing: all its part files were replaced.
+            return
+        self._summary_cache[transaction] = marker.to_pandas()
+        self._replaces_cache[transaction] = replaced_files(marker)
+
+    def _replaced(self, markers: dict[str, int]) -> set[str]:
+        """Return the part files that the committed compactions replaced."""
+        return {
+            name
+            for transaction in markers
+            for name in self._replaces_cache.get(transaction, ())
+        }
 
     def _fleet_files(
         self,
@@ -565,6 +698,32 @@ class TelemetryStore:
             schema=FLEET_FILE_SCHEMA,
         )
         return dataset.to_table(columns=list(LONG_COLUMNS), filter=condition)
+
+    def _read_fleet_files(
+        self,
+        names: list[str] | None,
+        start: pd.Timestamp | None,
+        end: pd.Timestamp | None,
+        condition: ds.Expression | None,
+    ) -> pa.Table | None:
+        """Read the committed part files that can hold the requested rows, or None.
+
+        Readers take no lock, so a compaction can delete a listed file before it is
+        opened. Its rows are then in the compacted file, which the next listing finds.
+        """
+        for attempt in range(READ_ATTEMPTS):
+            files = self._fleet_files(names, start, end)
+            if not files:
+                return None
+            try:
+                return self._read_fleet(files, condition)
+            except (FileNotFoundError, pa.ArrowException, OSError):
+                missing = [name for name in files if not (self.root / name).exists()]
+                if not missing or attempt == READ_ATTEMPTS - 1:
+                    raise
+                logger.debug("telemetry store %s: %d part files were compacted during "
+                             "a read; reading again", self.root, len(missing))
+        return None
 
 
 # --- helpers --------------------------------------------------------------------------

@@ -152,7 +152,7 @@ def test_dags_schedules_and_concurrency(dag_bag):
 
 def test_external_tasks_retry_with_backoff(dag_bag):
     external = {
-        "telemetry_ingest": ["ingest_telemetry"],
+        "telemetry_ingest": ["ingest_telemetry", "compact_telemetry"],
         "model_training": ["plan_groups", "train_group"],
         "risk_scoring": ["plan_shards", "score_shard"],
     }

@@ -84,10 +84,12 @@ def test_telemetry_ingest_rerun_adds_nothing(trained_fleet, fleet_home, dag_runn
 
     assert str(trained_fleet.ingest_run.state) == "success"
     assert first[("publish_telemetry", -1)] == "success"
+    assert first[("compact_telemetry", -1)] == "success"
     assert len(before["telemetry"]) == 26704
     assert sorted(before["telemetry"]["component"].unique()) == COMPONENTS
     assert str(rerun.state) == "success"
     assert dag_runner.states(rerun)[("publish_telemetry", -1)] == "skipped"
+    assert dag_runner.states(rerun)[("compact_telemetry", -1)] == "success"
     _assert_same(before, after)
 
 

@@ -1,4 +1,4 @@
-"""The training, scoring and features benchmark stages on a small fleet of real rows."""
+"""The training, scoring, features and compact stages on a small fleet of real rows."""
 
 from __future__ import annotations
 
@@ -67,3 +67,14 @@ def test_features_stage_compares_with_the_per_component_path(work):
     assert result["rows"] == 6 * 20 * 15
     assert result["peer_sample"] == 6
     assert result["ratio"] == pytest.approx(result["peer_wall_s"] / result["wall_s"], rel=0.05)
+
+
+def test_compact_stage_merges_day(work):
+    result = _stage("compact", work)
+
+    assert result["part_files_before"] == 288
+    assert result["markers_before"] == 288
+    assert result["part_files_after"] == 1
+    assert result["markers_after"] == 1
+    assert result["rows"] == 6 * 20 * 288
+    assert result["last_hour_rows"] == 6 * 20 * 12
