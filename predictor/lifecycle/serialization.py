@@ -321,16 +321,21 @@ def load_fleet(path: str | Path) -> FleetModel:
         If ``path`` does not exist.
     """
     import skops.io as sio
+    from skops.io.exceptions import UntrustedTypesFoundException
 
     path = Path(path)
-    refused = untrusted_types(path)
-    if refused:
+    # skops checks every type against its defaults and the trusted list while it builds
+    # the object tree, so the file is parsed once. Listing the types first parsed it
+    # three times.
+    try:
+        loaded = sio.load(path, trusted=list(TRUSTED_TYPES))
+    except UntrustedTypesFoundException:
+        refused = untrusted_types(path)
         raise UntrustedModelError(
             f"{path}: refusing to load untrusted types {refused}; a fleet model file may "
             "hold only skops' default types and predictor.lifecycle.serialization.TRUSTED_TYPES"
-        )
-    found = sio.get_untrusted_types(file=path)
-    fleet = _decode(sio.load(path, trusted=found))
+        ) from None
+    fleet = _decode(loaded)
     if not isinstance(fleet, FleetModel):
         raise UntrustedModelError(
             f"{path}: expected a FleetModel, the file contains a {type(fleet).__name__}"
