@@ -8,6 +8,7 @@ import pytest
 from predictor.exceptions import ConfigError
 from predictor.orchestration import (
     parse_time,
+    split_group_shards,
     split_shards,
     summarize_scoring,
     summarize_training,
@@ -38,6 +39,22 @@ def test_split_shards_covers_every_component_once():
 def test_split_shards_rejects_bad_size(size):
     with pytest.raises(ConfigError, match="shard_size: expected a positive integer"):
         split_shards(NAMES, size)
+
+
+def test_group_shards_never_mix_groups():
+    groups = {
+        "predictor-gpu": ["gpu-node-07", "gpu-node-03", "gpu-node-11"],
+        "predictor-edge": ["router-2", "replica-a"],
+    }
+
+    shards = split_group_shards(groups, 2)
+
+    assert shards == [
+        ["replica-a", "router-2"],
+        ["gpu-node-03", "gpu-node-07"],
+        ["gpu-node-11"],
+    ]
+    assert split_shards(NAMES, 2)[1] == ["gpu-node-11", "replica-a"]
 
 
 def test_parse_time_needs_offset():
