@@ -352,7 +352,7 @@ def latest_telemetry_time(
     telemetry: TelemetryStore, components: Sequence[str]
 ) -> pd.Timestamp | None:
     """Return the newest telemetry timestamp over ``components``."""
-    times = [telemetry.last_timestamp(component) for component in components]
+    times = telemetry.last_timestamps(components).values()
     known = [time for time in times if time is not None]
     return max(known) if known else None
 
@@ -945,8 +945,9 @@ def _replay_cycle_ends(
     between components' periods are skipped instead of replayed day by day.
     """
     ends: set[pd.Timestamp] = set()
+    last_times = telemetry.last_timestamps(fleet.components)
     for component, model in fleet.components.items():
-        last = telemetry.last_timestamp(component)
+        last = last_times[component]
         if last is None or last <= model.train_end:
             continue
         ends.update(pd.date_range(model.train_end + chunk, last, freq=chunk))

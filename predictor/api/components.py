@@ -28,11 +28,13 @@ def list_components(
     names = sorted(set(scored) | stored | set(configured))
 
     page = []
-    for name in names[offset : offset + limit]:
+    shown = names[offset : offset + limit]
+    last_times = telemetry.last_timestamps(name for name in shown if name in stored)
+    for name in shown:
         declared = configured.get(name)
         group = declared.group if declared is not None and declared.group else scored.get(name)
         latest = reader.latest(name) if name in scored else None
-        last_telemetry = telemetry.last_timestamp(name) if name in stored else None
+        last_telemetry = last_times.get(name)
         page.append(
             Component(
                 name=name,

@@ -626,9 +626,28 @@ class TelemetryStore:
 
     def last_timestamp(self, component: str) -> pd.Timestamp | None:
         """Return the latest stored timestamp of ``component``, or None if it has none."""
+        return self.last_timestamps([component])[component]
+
+    def last_timestamps(self, components: Iterable[str]) -> dict[str, pd.Timestamp | None]:
+        """Return the latest stored timestamp of each component (None if it has none).
+
+        One pass over the commit summaries serves all components, where a call of
+        :meth:`last_timestamp` per component scans them once each.
+        """
+        names = sorted({str(component) for component in components})
         summaries = self._summaries()
-        latest = summaries.loc[summaries[COMPONENT] == component, LAST_TIMESTAMP].max()
-        candidates = [] if pd.isna(latest) else [pd.Timestamp(latest)]
+        latest = (
+            summaries.loc[summaries[COMPONENT].isin(names)]
+            .groupby(COMPONENT)[LAST_TIMESTAMP]
+            .max()
+        )
+        return {name: self._latest(name, latest.get(name)) for name in names}
+
+    def _latest(self, component: str, summarised: pd.Timestamp | None) -> pd.Timestamp | None:
+        """Combine a component's summarised latest time with its legacy partitions."""
+        candidates = []
+        if summarised is not None and not pd.isna(summarised):
+            candidates.append(pd.Timestamp(summarised))
         if store_legacy.has_legacy_layout(self.root):
             legacy = store_legacy.legacy_last_timestamp(
                 self.root, committed_markers(self.root), component

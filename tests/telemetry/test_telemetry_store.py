@@ -150,6 +150,11 @@ def test_last_timestamp_and_components(tmp_path):
     assert store.last_timestamp("a") == pd.Timestamp("2026-06-03T07:30Z")
     assert store.last_timestamp("b") == pd.Timestamp("2026-06-02T00:00Z")
     assert store.last_timestamp("c") is None
+    assert store.last_timestamps(["c", "b", "a", "b"]) == {
+        "a": pd.Timestamp("2026-06-03T07:30Z"),
+        "b": pd.Timestamp("2026-06-02T00:00Z"),
+        "c": None,
+    }
 
 
 def test_naive_timestamps_rejected(tmp_path):
@@ -215,6 +220,10 @@ def test_store_with_both_layouts(tmp_path):
     assert stored["value"].tolist() == [7.0, 1.0, 2.0, 3.0]
     assert store.components() == ["new-1", "old-1"]
     assert store.last_timestamp("old-1") == pd.Timestamp("2026-06-01T00:02Z")
+    assert store.last_timestamps(["old-1", "new-1"]) == {
+        "new-1": pd.Timestamp("2026-06-01T00:00Z"),
+        "old-1": pd.Timestamp("2026-06-01T00:02Z"),
+    }
     assert store.read(components=["old-1"], end="2026-06-01T00:00Z")["value"].tolist() == [1.0]
 
 
