@@ -413,8 +413,8 @@ def plan_shards(settings: Settings, shard_size: int = DEFAULT_SHARD_SIZE) -> lis
     """Split the champion's components into shards of at most ``shard_size``, by group.
 
     NOTE: with shared group ensembles (``[model] sharing = "group"``) every shard still
-    loads its whole group's model file (8 s at 10,000 components), so such fleets want
-    few large shards.
+    loads its whole group's model file (about 4 s at 10,000 components), so such fleets
+    want few large shards.
     """
     from predictor.lifecycle import registry
 
