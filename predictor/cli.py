@@ -605,6 +605,7 @@ def _cmd_backtest(args: argparse.Namespace) -> int:
     config = BacktestConfig(
         members=settings.model.members,
         fusion=settings.model.fusion,
+        member_weights=dict(settings.model.member_weights),
         window_steps=window_steps,
         n_estimators=settings.model.n_estimators,
         n_neighbors=settings.model.n_neighbors,

@@ -166,8 +166,12 @@ class ThresholdConfig:
 class ModelConfig:
     """Model knobs: ensemble members, feature windows, forecast horizon."""
 
-    members: tuple[str, ...] = ("iforest", "ecod", "knn", "pca", "robust_z", "channel")
+    members: tuple[str, ...] = ("iforest", "knn", "knn_log", "channel")
     fusion: str = "max"
+    # Factor in (0, 1] on a member's surprise before fusion, by member name; others keep 1.
+    member_weights: Mapping[str, float] = field(
+        default_factory=lambda: {"iforest": 0.7, "knn": 0.7}
+    )
     step_seconds: float | None = None
     window_steps: int = 12
     smoothing_span: int = 5
@@ -444,6 +448,12 @@ def _coerce(value: Any, annotation: str, where: str, base: Path | None) -> Any:
         if not isinstance(value, str):
             raise ConfigError(f"{where}: expected a string, got {value!r}")
         return value
+    if annotation.startswith("Mapping[str, float]"):
+        if not isinstance(value, dict) or not all(
+            isinstance(v, int | float) and not isinstance(v, bool) for v in value.values()
+        ):
+            raise ConfigError(f"{where}: expected a table of numbers, got {value!r}")
+        return {key: float(number) for key, number in value.items()}
     if annotation.startswith("Mapping"):
         if not isinstance(value, dict) or not all(isinstance(v, str) for v in value.values()):
             raise ConfigError(f"{where}: expected a table of strings, got {value!r}")
@@ -458,7 +468,7 @@ def _require_choice(value: str | None, choices: tuple[str, ...], where: str) -> 
 
 def _validate_model(model: ModelConfig) -> None:
     known_members = (
-        *("iforest", "ecod", "knn", "pca", "copod", "hbos", "lof", "abod"),
+        *("iforest", "ecod", "knn", "knn_log", "pca", "copod", "hbos", "lof", "abod"),
         *("robust_z", "channel"),
     )
     for member in model.members:
@@ -466,6 +476,12 @@ def _validate_model(model: ModelConfig) -> None:
     if len(model.members) == 0:
         raise ConfigError("model.members: expected at least one detector, got []")
     _require_choice(model.fusion, ("max", "mean"), "model.fusion")
+    for member, weight in model.member_weights.items():
+        _require_choice(member, known_members, "model.member_weights")
+        if not 0.0 < weight <= 1.0:
+            raise ConfigError(
+                f"model.member_weights.{member}: expected a number in (0, 1], got {weight!r}"
+            )
     _require_choice(model.sharing, ("component", "group"), "model.sharing")
     positive = {
         "window_steps": model.window_steps,

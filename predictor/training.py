@@ -47,6 +47,7 @@ def new_ensemble(model_config: ModelConfig) -> AnomalyEnsemble:
     return AnomalyEnsemble(
         members=model_config.members,
         fusion=model_config.fusion,
+        member_weights=dict(model_config.member_weights),
         n_estimators=model_config.n_estimators,
         n_neighbors=model_config.n_neighbors,
         max_train_rows=model_config.max_train_rows,

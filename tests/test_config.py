@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from predictor.config import load_settings
+from predictor.detect import DEFAULT_MEMBER_WEIGHTS, DEFAULT_MEMBERS
 from predictor.exceptions import ConfigError
 
 
@@ -50,6 +51,27 @@ def test_channel_member_is_accepted(tmp_path):
     assert settings.model.members == ("knn", "channel")
 
 
+def test_model_defaults_match_the_ensemble_defaults(tmp_path):
+    settings = load_settings(_config(tmp_path, ""), environ={})
+
+    assert settings.model.members == DEFAULT_MEMBERS
+    assert settings.model.member_weights == DEFAULT_MEMBER_WEIGHTS
+
+
+def test_member_weights_read_from_file_and_environment(tmp_path):
+    path = _config(
+        tmp_path, '[model]\nmembers = ["knn", "knn_log"]\nmember_weights = {knn = 0.7}\n'
+    )
+
+    from_file = load_settings(path, environ={})
+    from_env = load_settings(
+        path, environ={"PREDICTOR_MODEL__MEMBER_WEIGHTS": "{knn = 0.5, knn_log = 1}"}
+    )
+
+    assert from_file.model.member_weights == {"knn": 0.7}
+    assert from_env.model.member_weights == {"knn": 0.5, "knn_log": 1.0}
+
+
 def test_relative_source_paths_resolve_against_config(tmp_path):
     path = _config(tmp_path, '[[sources]]\nname = "a"\nformat = "long"\npath = "in/a.csv"\n')
 
@@ -69,6 +91,21 @@ def test_relative_source_paths_resolve_against_config(tmp_path):
         ),
         ("[model]\nmembers = ['forest']\n", {}, r"model.members: expected one of .* got 'forest'"),
         ("[model]\nfusion = 'median'\n", {}, r"model.fusion: expected one of .* got 'median'"),
+        (
+            "[model]\nmember_weights = {forest = 0.5}\n",
+            {},
+            r"model.member_weights: expected one of .* got 'forest'",
+        ),
+        (
+            "[model]\nmembers = ['knn']\nmember_weights = {knn = 2}\n",
+            {},
+            r"model.member_weights.knn: expected a number in \(0, 1\], got 2.0",
+        ),
+        (
+            "[model]\nmember_weights = {knn = 'low'}\n",
+            {},
+            r"model.member_weights: expected a table of numbers",
+        ),
         ("[levels]\nhigh = 0.9\ncritical = 0.8\n", {}, "elevated < high < critical"),
         ('[[hooks]]\nname = "h"\ntype = "webhook"\n', {}, r"hooks\[0\].url: required"),
         ('[[hooks]]\nname = "h"\ntype = "pager"\nurl = "x"\n', {}, r"hooks\[0\].type"),

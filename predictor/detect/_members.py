@@ -131,6 +131,26 @@ class VaryingColumnsPCA(PCA):
         return super().decision_function(check_array(X)[:, self.varying_columns_])
 
 
+def compress_scaled(X: np.ndarray) -> np.ndarray:
+    """Return ``sign(x) * log(1 + |x|)`` of scaled inputs: linear near 0, logarithmic far out."""
+    return np.sign(X) * np.log1p(np.abs(X))
+
+
+class LogCompressedKNN(KNN):
+    """PyOD KNN on log-compressed scaled inputs (see :func:`compress_scaled`).
+
+    On scaled inputs, a column that moves hundreds of robust standard deviations dominates
+    the distance. The compression shrinks such moves, so a row that moves a few robust
+    standard deviations on many columns can rank above it.
+    """
+
+    def fit(self, X, y=None):  # type: ignore[no-untyped-def]
+        return super().fit(compress_scaled(check_array(X)), y)
+
+    def decision_function(self, X):  # type: ignore[no-untyped-def]
+        return super().decision_function(compress_scaled(check_array(X)))
+
+
 @dataclass(frozen=True)
 class MemberSpec:
     """How to build one ensemble member.
@@ -165,6 +185,12 @@ PYOD_MEMBERS: dict[str, MemberSpec] = {
     "copod": MemberSpec(lambda n_estimators, n_neighbors, n_rows, seed: RowwiseCOPOD(), True),
     "knn": MemberSpec(
         lambda n_estimators, n_neighbors, n_rows, seed: KNN(
+            n_neighbors=_neighbors(n_neighbors, n_rows)
+        ),
+        subsampled=True,
+    ),
+    "knn_log": MemberSpec(
+        lambda n_estimators, n_neighbors, n_rows, seed: LogCompressedKNN(
             n_neighbors=_neighbors(n_neighbors, n_rows)
         ),
         subsampled=True,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import time
 import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 
 import numpy as np
@@ -31,7 +31,12 @@ from predictor.features import feature_metric
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_MEMBERS = ("iforest", "ecod", "knn", "pca", "robust_z", "channel")
+DEFAULT_MEMBERS = ("iforest", "knn", "knn_log", "channel")
+# Factors on member surprises before fusion (others keep 1). At 0.7 a row that only Isolation
+# Forest or KNN flags needs a tail probability about 7 times smaller than 1e-2 to reach the
+# fused surprise of a 1-in-100 row of the other members. One setting for the NAB, SMD and ASD
+# corpora, chosen on all three (docs/quality.md).
+DEFAULT_MEMBER_WEIGHTS = {"iforest": 0.7, "knn": 0.7}
 # Combinations of the member surprises of a row: "max" keeps the most surprised member
 # (the smallest tail probability, Tippett's method), and "mean" is proportional to
 # Fisher's statistic -2 * sum(ln p).
@@ -67,24 +72,34 @@ class AnomalyEnsemble(DetectorTagsMixin, BaseEstimator):
 
     Parameters
     ----------
-    members : sequence of str, default=("iforest", "ecod", "knn", "pca", "robust_z", "channel")
+    members : sequence of str, default=("iforest", "knn", "knn_log", "channel")
         Detectors to combine. PyOD detectors: ``"iforest"`` (isolation), ``"ecod"`` and
         ``"copod"`` (empirical distribution), ``"knn"``, ``"lof"`` and ``"abod"``
-        (proximity), ``"pca"`` (linear projection), ``"hbos"`` (histogram). Statistical:
-        ``"robust_z"``, a :class:`~predictor.detect.RobustZScore` of the residual columns,
-        and ``"channel"``, the mean of the 3 largest per-column surprises over the value
-        and residual columns, each column's robust z-score under its own training tail
-        (:mod:`predictor.detect.channel`).
+        (proximity), ``"knn_log"`` (KNN on log-compressed scaled inputs,
+        ``sign(x) * log(1 + |x|)``), ``"pca"`` (linear projection), ``"hbos"``
+        (histogram). Statistical: ``"robust_z"``, a :class:`~predictor.detect.RobustZScore`
+        of the residual columns, and ``"channel"``, the mean of the 3 largest per-column
+        surprises over the value and residual columns, each column's robust z-score under
+        its own training tail (:mod:`predictor.detect.channel`).
     n_estimators : int, default=100
         Trees of the isolation forest.
     n_neighbors : int, default=5
-        Neighbors of ``knn``, ``lof`` and ``abod``, capped at the fitted rows minus one.
+        Neighbors of ``knn``, ``knn_log``, ``lof`` and ``abod``, capped at the fitted rows
+        minus one.
     max_train_rows : int, default=5000
-        Maximum number of rows that ``knn``, ``lof``, ``abod``, ``ecod`` and ``copod``
-        are fitted on, drawn as a seeded random subset when training has more. The other
-        members use all rows.
+        Maximum number of rows that ``knn``, ``knn_log``, ``lof``, ``abod``, ``ecod`` and
+        ``copod`` are fitted on, drawn as one seeded random subset when training has more.
+        The other members use all rows.
     tail_fraction : float, default=0.05
         Share of the highest training scores that each exponential tail is fitted to.
+    member_weights : mapping of str to float or None, default=None
+        Factor in (0, 1] on a member's surprise before the members are combined, by
+        member name; members not named keep 1, and names that are not among ``members``
+        have no effect. A weight ``w`` turns the member's tail probability ``p`` into
+        ``p ** w``, so a member whose surprises carry more false alarms counts less than
+        the others. None means :data:`DEFAULT_MEMBER_WEIGHTS` (``iforest`` and ``knn``
+        0.7) and ``{}`` weighs every member 1. :meth:`member_surprise` returns the
+        surprises before weighting.
     fusion : {"max", "mean"}, default="max"
         Combination of the member surprises of a row. ``"max"`` keeps the most surprised
         member, so one member that recognises an anomaly is not diluted by members that
@@ -104,6 +119,8 @@ class AnomalyEnsemble(DetectorTagsMixin, BaseEstimator):
         Each kept member's tail fitted on its training scores.
     fusion_ : str
         The ``fusion`` the ensemble was fitted with.
+    weights_ : ndarray of shape (n_members_kept,)
+        The weight of each kept member, in the order of ``members_``.
     fused_tail_ : TailProbability
         The tail of the fused training surprise.
     channel_tails_ : list of TailProbability
@@ -178,6 +195,7 @@ class AnomalyEnsemble(DetectorTagsMixin, BaseEstimator):
         max_train_rows: int = 5000,
         tail_fraction: float = 0.05,
         fusion: str = DEFAULT_FUSION,
+        member_weights: Mapping[str, float] | None = None,
         random_state: int | np.random.RandomState | None = None,
     ) -> None:
         self.members = members
@@ -186,6 +204,7 @@ class AnomalyEnsemble(DetectorTagsMixin, BaseEstimator):
         self.max_train_rows = max_train_rows
         self.tail_fraction = tail_fraction
         self.fusion = fusion
+        self.member_weights = member_weights
         self.random_state = random_state
 
     def fit(self, X, y=None) -> AnomalyEnsemble:  # type: ignore[no-untyped-def]
@@ -250,7 +269,9 @@ class AnomalyEnsemble(DetectorTagsMixin, BaseEstimator):
             reasons = "; ".join(f"{name}: {why}" for name, why in self.dropped_members_.items())
             raise ValueError(f"members: every member was dropped as degenerate ({reasons})")
         self.fusion_ = self.fusion
-        fused = _combine_rows(np.column_stack(training_surprise), self.fusion_)
+        weights = DEFAULT_MEMBER_WEIGHTS if self.member_weights is None else self.member_weights
+        self.weights_ = np.array([float(weights.get(name, 1.0)) for name in self.members_])
+        fused = _combine_rows(np.column_stack(training_surprise) * self.weights_, self.fusion_)
         self.fused_tail_ = TailProbability(self.tail_fraction, FUSED_TAIL_MIN_SCALE).fit(fused)
         logger.debug(
             "ensemble: fitted %d members on %d rows x %d columns in %.2f s, dropped %d",
@@ -294,6 +315,8 @@ class AnomalyEnsemble(DetectorTagsMixin, BaseEstimator):
             (see Notes of the class). NaN only where no member returned a finite score.
         """
         surprise = self._surprise_matrix(self._validate(X))
+        # Ensembles fitted before the weights existed weigh every member 1.
+        surprise = surprise * getattr(self, "weights_", 1.0)
         # Ensembles fitted before the fusion parameter existed averaged their members.
         fused = _combine_rows(surprise, getattr(self, "fusion_", "mean"))
         n_unscored = int(np.isnan(fused).sum())
@@ -376,6 +399,7 @@ class AnomalyEnsemble(DetectorTagsMixin, BaseEstimator):
         check_float_param(self.tail_fraction, "tail_fraction", 0.0, 0.5)
         if self.fusion not in FUSIONS:
             raise ValueError(f"fusion: expected one of {list(FUSIONS)}, got {self.fusion!r}")
+        _check_member_weights(self.member_weights)
         return names
 
     def _validate(self, X) -> np.ndarray:  # type: ignore[no-untyped-def]
@@ -482,6 +506,21 @@ def _numeric_warnings_ignored() -> Iterator[None]:
     with np.errstate(all="ignore"), warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
         yield
+
+
+def _check_member_weights(weights: Mapping[str, float] | None) -> None:
+    if weights is None:
+        return
+    if not isinstance(weights, Mapping):
+        raise TypeError(
+            f"member_weights: expected a mapping of member name to weight, got {weights!r}"
+        )
+    for name, weight in weights.items():
+        if name not in MEMBER_NAMES:
+            raise ValueError(
+                f"member_weights: expected member names of {list(MEMBER_NAMES)}, got {name!r}"
+            )
+        check_float_param(weight, f"member_weights[{name!r}]", 0.0, 1.0)
 
 
 def _tail_min_scale(name: str) -> float:

@@ -16,6 +16,7 @@ from sklearn.base import BaseEstimator
 
 from predictor.detect import AnomalyEnsemble
 from predictor.detect._tail import TailProbability
+from predictor.detect.ensemble import DEFAULT_MEMBER_WEIGHTS, DEFAULT_MEMBERS
 from predictor.detect.scale import smooth_surprise, surprise_to_score
 from predictor.evaluate.baselines import L2NormDetector, PCAReconstructionDetector
 from predictor.exceptions import ConfigError
@@ -40,6 +41,8 @@ class BacktestConfig:
         The ensemble members; each is also scored alone as a baseline.
     fusion : str
         How the ensemble combines its members' surprise, ``"max"`` or ``"mean"``.
+    member_weights : mapping of str to float
+        Factor on each named member's surprise before fusion; the others keep 1.
     window_steps : int
         Trailing feature window, in rows.
     n_estimators, n_neighbors, max_train_rows, random_state
@@ -49,8 +52,11 @@ class BacktestConfig:
         surprise before it is mapped to [0, 1]; 1 means none.
     """
 
-    members: tuple[str, ...] = ("iforest", "ecod", "knn", "pca", "robust_z", "channel")
+    members: tuple[str, ...] = DEFAULT_MEMBERS
     fusion: str = "max"
+    member_weights: Mapping[str, float] = field(
+        default_factory=lambda: dict(DEFAULT_MEMBER_WEIGHTS)
+    )
     window_steps: int = 12
     n_estimators: int = 100
     n_neighbors: int = 5
@@ -104,6 +110,7 @@ def score_series(train: pd.DataFrame, test: pd.DataFrame, config: BacktestConfig
     ensemble = AnomalyEnsemble(
         members=config.members,
         fusion=config.fusion,
+        member_weights=dict(config.member_weights),
         n_estimators=config.n_estimators,
         n_neighbors=config.n_neighbors,
         max_train_rows=config.max_train_rows,

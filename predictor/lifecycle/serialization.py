@@ -41,6 +41,7 @@ TRUSTED_TYPES: tuple[str, ...] = (
     "predictor.detect._members.RowwiseECOD",
     "predictor.detect._members.RowwiseCOPOD",
     "predictor.detect._members.VaryingColumnsPCA",
+    "predictor.detect._members.LogCompressedKNN",
     "predictor.forecast.exponential.DegradationForecaster",
     "predictor.lifecycle.serialization.EncodedTimestamp",
     "predictor.lifecycle.serialization.EncodedTimedelta",

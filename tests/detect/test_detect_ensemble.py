@@ -11,7 +11,12 @@ import pytest
 from sklearn.base import clone
 from sklearn.metrics import roc_auc_score
 
-from predictor.detect import AnomalyEnsemble, DegenerateMemberWarning
+from predictor.detect import (
+    DEFAULT_MEMBER_WEIGHTS,
+    DEFAULT_MEMBERS,
+    AnomalyEnsemble,
+    DegenerateMemberWarning,
+)
 from predictor.detect.ensemble import _combine_rows
 from predictor.features import build_grid, make_features
 
@@ -104,7 +109,7 @@ def test_ensemble_training_false_alarm_rate(toy, fitted):
 
 
 def test_ensemble_keeps_all_members_on_healthy_data(fitted):
-    assert list(fitted.members_) == ["iforest", "ecod", "knn", "pca", "robust_z", "channel"]
+    assert list(fitted.members_) == list(DEFAULT_MEMBERS)
     assert fitted.dropped_members_ == {}
     assert fitted.n_features_in_ == 12
     assert fitted.feature_names_in_[0] == "gpu_temp:value"
@@ -215,10 +220,12 @@ def test_ensemble_optional_members(toy):
 def test_ensemble_subsamples_slow_members(toy):
     _, train, test, labels = toy
 
-    model = AnomalyEnsemble(max_train_rows=300, n_estimators=20, random_state=0).fit(train)
-    scores = model.score_samples(test)
+    members = ("iforest", "ecod", "knn", "knn_log", "channel")
+    model = AnomalyEnsemble(members=members, max_train_rows=300, n_estimators=20, random_state=0)
+    scores = model.fit(train).score_samples(test)
 
     assert model.members_["knn"].neigh_.n_samples_fit_ == 300
+    assert model.members_["knn_log"].neigh_.n_samples_fit_ == 300
     assert model.members_["ecod"].train_sorted_.shape[0] == 300
     assert model.tails_["knn"].sorted_scores_.size == N_TRAIN
     assert scores[labels].min() > scores[_clean(labels)].max()
@@ -250,6 +257,22 @@ def test_ensemble_all_members_dropped(caplog):
         ({"tail_fraction": 0.0}, ValueError, r"tail_fraction: expected a number in \(0.0, 0.5\]"),
         ({"tail_fraction": 0.9}, ValueError, r"tail_fraction: expected a number in \(0.0, 0.5\]"),
         ({"fusion": "median"}, ValueError, r"fusion: expected one of .*, got 'median'"),
+        (
+            {"member_weights": {"forest": 0.5}},
+            ValueError,
+            r"member_weights: expected member names of .*, got 'forest'",
+        ),
+        (
+            {"member_weights": {"knn": 0.0}},
+            ValueError,
+            r"member_weights\['knn'\]: expected a number in \(0.0, 1.0\], got 0.0",
+        ),
+        (
+            {"member_weights": {"knn": 1.5}},
+            ValueError,
+            r"member_weights\['knn'\]: expected a number in \(0.0, 1.0\], got 1.5",
+        ),
+        ({"member_weights": [0.5]}, TypeError, r"member_weights: expected a mapping"),
     ],
 )
 def test_ensemble_rejects_bad_params(toy, params, error, message):
@@ -297,7 +320,7 @@ def test_fused_surprise_combines_members(toy, fusion):
     _, train, test, _ = toy
     model = AnomalyEnsemble(n_estimators=20, fusion=fusion, random_state=0).fit(train)
 
-    members = model.member_surprise(test).to_numpy()
+    members = model.member_surprise(test).to_numpy() * model.weights_
     combined = members.max(axis=1) if fusion == "max" else members.mean(axis=1)
 
     np.testing.assert_allclose(model.fused_surprise(test), model.fused_tail_.surprise(combined))
@@ -328,5 +351,77 @@ def test_ensemble_without_fusion_attribute_averages(toy):
     old = AnomalyEnsemble(n_estimators=20, fusion="mean", random_state=0).fit(train)
     expected = old.fused_surprise(test)
     del old.fusion_
+
+    np.testing.assert_allclose(old.fused_surprise(test), expected)
+
+
+def test_member_weights_scale_surprise_before_fusion(toy):
+    _, train, test, _ = toy
+    members = ("knn", "knn_log", "robust_z")
+    weights = {"knn": 0.5, "robust_z": 0.7}
+    model = AnomalyEnsemble(
+        members=members, member_weights=weights, n_estimators=20, random_state=0
+    ).fit(train)
+
+    surprise = model.member_surprise(test).to_numpy()
+    weighted = surprise * np.array([0.5, 1.0, 0.7])
+
+    assert model.weights_.tolist() == [0.5, 1.0, 0.7]
+    np.testing.assert_allclose(
+        model.fused_surprise(test), model.fused_tail_.surprise(weighted.max(axis=1))
+    )
+
+
+def test_discounted_member_loses_rows_it_alone_flags(toy):
+    # A row that only the discounted member finds surprising scores lower than without
+    # the discount; the member's own surprise is reported unweighted.
+    _, train, test, _ = toy
+    members = ("knn", "robust_z")
+    plain = AnomalyEnsemble(members=members, n_estimators=20, random_state=0).fit(train)
+    discounted = AnomalyEnsemble(
+        members=members, member_weights={"robust_z": 0.5}, n_estimators=20, random_state=0
+    ).fit(train)
+    surprise = plain.member_surprise(test)
+    row = int(np.argmax(surprise["robust_z"] - surprise["knn"]))
+
+    assert surprise["robust_z"].iloc[row] > surprise["knn"].iloc[row] + 1.0
+    pd.testing.assert_frame_equal(discounted.member_surprise(test), surprise)
+    assert (
+        discounted.fused_surprise(test.iloc[[row]])[0] < plain.fused_surprise(test.iloc[[row]])[0]
+    )
+
+
+def test_default_weights_discount_iforest_and_knn(toy):
+    _, train, test, _ = toy
+    default = AnomalyEnsemble(n_estimators=20, random_state=0).fit(train)
+    equal = AnomalyEnsemble(n_estimators=20, member_weights={}, random_state=0).fit(train)
+
+    assert list(default.members_) == list(DEFAULT_MEMBERS)
+    assert dict(zip(default.members_, default.weights_.tolist(), strict=True)) == {
+        name: DEFAULT_MEMBER_WEIGHTS.get(name, 1.0) for name in DEFAULT_MEMBERS
+    }
+    assert equal.weights_.tolist() == [1.0] * len(DEFAULT_MEMBERS)
+    assert not np.allclose(default.fused_surprise(test), equal.fused_surprise(test))
+
+
+def test_weights_of_members_left_out_have_no_effect(toy):
+    _, train, test, _ = toy
+    with_weight = AnomalyEnsemble(
+        members=("knn_log", "channel"), member_weights={"pca": 0.5}, random_state=0
+    ).fit(train)
+    without = AnomalyEnsemble(
+        members=("knn_log", "channel"), member_weights={}, random_state=0
+    ).fit(train)
+
+    np.testing.assert_allclose(with_weight.fused_surprise(test), without.fused_surprise(test))
+
+
+def test_ensemble_without_weights_attribute_weighs_members_equally(toy):
+    # Ensembles saved before member weights existed carry no `weights_`, and their fused
+    # tail was fitted on unweighted surprises.
+    _, train, test, _ = toy
+    old = AnomalyEnsemble(n_estimators=20, member_weights={}, random_state=0).fit(train)
+    expected = old.fused_surprise(test)
+    del old.weights_
 
     np.testing.assert_allclose(old.fused_surprise(test), expected)

@@ -8,9 +8,16 @@ import numpy as np
 import pytest
 from pyod.models.copod import COPOD
 from pyod.models.ecod import ECOD
+from pyod.models.knn import KNN
 from pyod.models.pca import PCA
 
-from predictor.detect._members import RowwiseCOPOD, RowwiseECOD, VaryingColumnsPCA
+from predictor.detect._members import (
+    LogCompressedKNN,
+    RowwiseCOPOD,
+    RowwiseECOD,
+    VaryingColumnsPCA,
+    compress_scaled,
+)
 
 
 @pytest.fixture
@@ -85,3 +92,41 @@ def test_pca_variant_finite_on_rank_deficient_training():
 def test_pca_variant_rejects_all_constant():
     with pytest.raises(ValueError, match=r"pca: every one of the 2 training columns is constant"):
         VaryingColumnsPCA().fit(np.zeros((10, 2)))
+
+
+def test_compress_scaled_is_odd_and_logarithmic():
+    x = np.array([-1000.0, -1.0, 0.0, 0.01, 1.0, 1000.0])
+
+    compressed = compress_scaled(x)
+
+    np.testing.assert_allclose(compressed, -compress_scaled(-x))
+    np.testing.assert_allclose(compressed[2:4], [0.0, np.log1p(0.01)])
+    np.testing.assert_allclose(compressed[-1], np.log(1001.0))
+
+
+def test_log_compressed_knn_is_knn_on_compressed_inputs(skewed_training):
+    rows = np.random.default_rng(3).normal(0.0, 5.0, size=(20, 3))
+    ours = LogCompressedKNN(n_neighbors=5).fit(skewed_training)
+    reference = KNN(n_neighbors=5).fit(compress_scaled(skewed_training))
+
+    np.testing.assert_allclose(ours.decision_scores_, reference.decision_scores_)
+    np.testing.assert_allclose(
+        ours.decision_function(rows), reference.decision_function(compress_scaled(rows))
+    )
+
+
+def test_log_knn_ranks_many_small_moves_higher():
+    # On scaled inputs, one column 30 deviations out is farther than all 10 columns 6 out.
+    # After the compression, the row that moves on every column is the farther one.
+    rng = np.random.default_rng(4)
+    training = rng.normal(0.0, 1.0, size=(500, 10))
+    one_large = np.zeros((1, 10))
+    one_large[0, 0] = 30.0
+    many_small = np.full((1, 10), 6.0)
+    rows = np.vstack([one_large, many_small])
+
+    plain = KNN(n_neighbors=5).fit(training).decision_function(rows)
+    compressed = LogCompressedKNN(n_neighbors=5).fit(training).decision_function(rows)
+
+    assert plain[0] > plain[1]
+    assert compressed[1] > compressed[0]
