@@ -5,9 +5,9 @@ file in the `config_path` param). Ingest skips rows already stored, so a re-run 
 interval adds no telemetry rows. When the run wrote new rows, `publish_telemetry`
 updates the `predictor-telemetry` asset, which starts the `risk_scoring` DAG. A run
 that found nothing new skips that task, so scoring is not started for nothing.
-`compact_telemetry` then merges the files of each completed UTC day into one; it
-does work once a day, after the first ingest past midnight UTC, and costs one listing
-of the commit markers otherwise.
+`compact_telemetry` then merges the files of each completed UTC day into one. It
+does work once a day, after the first ingest past midnight UTC; otherwise it lists the
+day folders and stops.
 
 Prerequisites: the sources' files are readable from the worker, and `PREDICTOR_HOME`
 (or the object store it is mounted from) is shared by all workers.
@@ -80,9 +80,20 @@ def telemetry_ingest():
 
     @task(task_id="compact_telemetry", **EXTERNAL_RETRIES)
     def compact_telemetry() -> dict:
-        from predictor import orchestration
+        from airflow.sdk.exceptions import AirflowFailException
 
-        return orchestration.compact_telemetry(get_current_context()["params"]["config_path"])
+        from predictor import orchestration
+        from predictor.exceptions import PredictorUserError
+        from predictor.telemetry.store_compact import CompactionError
+
+        try:
+            return orchestration.compact_telemetry(
+                get_current_context()["params"]["config_path"]
+            )
+        except (PredictorUserError, CompactionError) as error:
+            # A configuration mistake or a day whose files repeat a key fails the same
+            # way on every retry; the day stays as it was.
+            raise AirflowFailException(str(error)) from error
 
     summary = ingest_telemetry()
     publish_telemetry(summary)

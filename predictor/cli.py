@@ -111,8 +111,8 @@ def build_parser() -> argparse.ArgumentParser:
     compact.add_argument(
         "--before",
         metavar="TIME",
-        help="compact the days that end at or before TIME (ISO 8601, UTC unless it "
-        "names a zone; default: now)",
+        type=_timestamp,
+        help="compact the days that end at or before this UTC time (default: now)",
     )
 
     train = commands.add_parser("train", help="fit models and register them in MLflow")
@@ -350,19 +350,8 @@ def _cmd_compact(args: argparse.Namespace) -> int:
     from predictor.telemetry.store_compact import CompactionError
 
     settings = _settings(args)
-    before = None
-    if args.before is not None:
-        try:
-            before = pd.Timestamp(args.before)
-        except ValueError:
-            before = pd.NaT
-        if pd.isna(before):
-            raise ConfigError(
-                f"--before: expected an ISO 8601 time such as 2026-03-02T00:00Z, "
-                f"got {args.before!r}"
-            )
     try:
-        compacted = pipeline.open_telemetry(settings).compact(before)
+        compacted = pipeline.open_telemetry(settings).compact(args.before)
     except CompactionError as error:
         print(f"predictor compact: failed: {error}", file=sys.stderr)
         return 1

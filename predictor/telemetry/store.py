@@ -64,7 +64,6 @@ import pyarrow.parquet as pq
 
 from predictor.telemetry import store_legacy
 from predictor.telemetry.arrow_rows import (
-    NS_PER_DAY,
     ROW_SCHEMA,
     as_row_table,
     day_label,
@@ -321,8 +320,11 @@ class TelemetryStore:
         next compaction merges. Legacy per-component folders are left as they are.
         """
         cutoff = _as_utc(before if before is not None else pd.Timestamp.now(tz="UTC"))
-        last_date = day_label(int(cutoff.value // NS_PER_DAY) - 1)
+        last_date = (cutoff.floor("D") - pd.Timedelta(days=1)).strftime("%Y-%m-%d")
         compacted = []
+        if not self._days_with_several_files(last_date):
+            # Reading every marker and taking the lock would find nothing to merge.
+            return compacted
         with self._lock():
             self._remove_uncommitted()
             self._delete_replaced()
@@ -334,6 +336,19 @@ class TelemetryStore:
                 compacted.append(self._compact_day(str(date), day, block))
                 self._delete_replaced()
         return compacted
+
+    def _days_with_several_files(self, last_date: str) -> list[str]:
+        """List the day folders up to ``last_date`` that contain more than one part file.
+
+        Replaced files that a crash left behind count too, so the compaction that
+        deletes them still runs.
+        """
+        days = []
+        for folder in sorted(self.root.glob(f"{DATE}=*")):
+            date = folder.name.removeprefix(f"{DATE}=")
+            if date <= last_date and len(list(folder.glob("part-*.parquet"))) > 1:
+                days.append(date)
+        return days
 
     def _compact_day(self, date: str, day: pd.DataFrame, block: pd.Timedelta) -> CompactedDay:
         """Merge one day's part files into one and commit it as their replacement."""
@@ -663,10 +678,18 @@ class TelemetryStore:
 
         Each marker is read once per store object; markers never change once committed.
         """
-        markers = committed_markers(self.root)
-        for transaction, size in markers.items():
-            if size and transaction not in self._summary_cache:
-                self._read_marker(transaction)
+        for _ in range(READ_ATTEMPTS):
+            markers = committed_markers(self.root)
+            vanished = [
+                transaction
+                for transaction, size in markers.items()
+                if size and transaction not in self._summary_cache
+                and not self._read_marker(transaction)
+            ]
+            if not vanished:
+                break
+            # A compaction deleted them after committing its own marker, which a new
+            # listing includes.
         frames = [self._summary_cache[t] for t in markers if t in self._summary_cache]
         if not frames:
             return _no_summaries()
@@ -676,15 +699,19 @@ class TelemetryStore:
             summaries = summaries.loc[~summaries[FILE].isin(replaced)].reset_index(drop=True)
         return summaries
 
-    def _read_marker(self, transaction: str) -> None:
-        """Cache a marker's summary rows and the part files its commit replaced."""
+    def _read_marker(self, transaction: str) -> bool:
+        """Cache a marker's summary rows and the part files its commit replaced.
+
+        Returns False when the marker no longer exists: a compaction deleted it after
+        the listing, because all its part files were replaced.
+        """
         try:
             marker = pq.read_table(self.root / COMMITS_DIR / transaction)
         except FileNotFoundError:
-            # A compaction deleted it after listing: all its part files were replaced.
-            return
+            return False
         self._summary_cache[transaction] = marker.to_pandas()
         self._replaces_cache[transaction] = replaced_files(marker)
+        return True
 
     def _replaced(self, markers: dict[str, int]) -> set[str]:
         """Return the part files that the committed compactions replaced."""

@@ -303,16 +303,34 @@ def test_cli_compact_prints_days(store_root: Path, tmp_path: Path, capsys, monke
     assert len(_part_files(store_root, "2026-03-02")) == 1
 
 
-def test_cli_compact_rejects_bad_time(tmp_path: Path, capsys, monkeypatch):
+@pytest.mark.parametrize(
+    ("before", "message"),
+    [
+        ("yesterday-ish", "invalid time 'yesterday-ish'; expected ISO 8601"),
+        ("2026-03-03", "time '2026-03-03' has no UTC offset; add 'Z' or '+00:00'"),
+    ],
+)
+def test_cli_compact_rejects_bad_time(before, message, tmp_path: Path, capsys, monkeypatch):
     config = tmp_path / "predictor.toml"
     config.write_text("", encoding="utf-8")
     monkeypatch.setenv("PREDICTOR_HOME", str(tmp_path / "home"))
 
-    code = main(["--config", str(config), "compact", "--before", "yesterday-ish"])
+    with pytest.raises(SystemExit) as exited:
+        main(["--config", str(config), "compact", "--before", before])
 
-    error = capsys.readouterr().err.strip()
-    assert code == 2
-    assert error == (
-        "predictor compact: error: --before: expected an ISO 8601 time such as "
-        "2026-03-02T00:00Z, got 'yesterday-ish'"
-    )
+    error = capsys.readouterr().err.strip().splitlines()[-1]
+    assert exited.value.code == 2
+    assert error.startswith("predictor compact: error: argument --before: ")
+    assert message in error
+
+
+def test_cli_compact_far_future(store_root: Path, tmp_path: Path, capsys, monkeypatch):
+    config = tmp_path / "predictor.toml"
+    config.write_text("", encoding="utf-8")
+    monkeypatch.setenv("PREDICTOR_HOME", str(store_root.parent))
+
+    code = main(["--config", str(config), "compact", "--before", "2300-01-01T00:00Z"])
+
+    assert code == 0
+    assert "2026-03-03" in capsys.readouterr().out
+    assert len(_part_files(store_root, "2026-03-03")) == 1
