@@ -5,9 +5,10 @@ file in the `config_path` param). Ingest skips rows already stored, so a re-run 
 interval adds no telemetry rows. When the run wrote new rows, `publish_telemetry`
 updates the `predictor-telemetry` asset, which starts the `risk_scoring` DAG. A run
 that found nothing new skips that task, so scoring is not started for nothing.
-`compact_telemetry` then merges the files of each completed UTC day into one. It
-does work once a day, after the first ingest past midnight UTC; otherwise it lists the
-day folders and stops.
+`compact_telemetry` then merges the files of each completed UTC day, and of each
+completed hour of the current day, into one. It does work once an hour, after the first
+ingest of an hour; otherwise it reads the commit markers (one per past day and a few
+for the current day) and stops.
 
 Prerequisites: the sources' files are readable from the worker, and `PREDICTOR_HOME`
 (or the object store it is mounted from) is shared by all workers.
@@ -91,8 +92,8 @@ def telemetry_ingest():
                 get_current_context()["params"]["config_path"]
             )
         except (PredictorUserError, CompactionError) as error:
-            # A configuration mistake or a day whose files repeat a key fails the same
-            # way on every retry; the day stays as it was.
+            # A configuration mistake, or files that repeat a key, fail the same way on
+            # every retry. The files stay as they were.
             raise AirflowFailException(str(error)) from error
 
     summary = ingest_telemetry()

@@ -106,13 +106,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
 
     compact = commands.add_parser(
-        "compact", help="merge the telemetry files of each completed day into one"
+        "compact", help="merge the telemetry files of each completed day (and hour) into one"
     )
     compact.add_argument(
         "--before",
         metavar="TIME",
         type=_timestamp,
-        help="compact the days that end at or before this UTC time (default: now)",
+        help="compact the days and hours that end at or before this UTC time (default: now)",
     )
 
     train = commands.add_parser("train", help="fit models and register them in MLflow")
@@ -356,10 +356,10 @@ def _cmd_compact(args: argparse.Namespace) -> int:
         print(f"predictor compact: failed: {error}", file=sys.stderr)
         return 1
     if not compacted:
-        print("no completed day has more than one telemetry file")
+        print("no completed day or hour has more than one telemetry file")
         return 0
-    rows = [(day.date, day.files, day.rows) for day in compacted]
-    print(format_table(("day", "files merged", "rows"), rows))
+    rows = [(day.date, day.hour or "whole day", day.files, day.rows) for day in compacted]
+    print(format_table(("day", "hour", "files merged", "rows"), rows))
     return 0
 
 

@@ -115,23 +115,26 @@ def ingest_sources(
 
 
 def compact_telemetry(config_path: str | None = None) -> dict[str, Any]:
-    """Merge the telemetry files of each completed UTC day into one file per day.
+    """Merge the telemetry files of each completed UTC day, and of each completed hour
+    of the current day, into one file each.
 
-    A day with one file is left alone, so running it again changes nothing.
+    Files already merged are left alone, so running it again changes nothing.
 
     Returns
     -------
     dict
-        ``days`` (the dates compacted), ``files_merged`` and ``rows`` (summed over them).
+        ``merged`` (``YYYY-MM-DD`` for whole days, ``YYYY-MM-DD HH:MM`` for hours),
+        ``files_merged`` and ``rows`` (summed over them).
     """
     settings = load_run_settings(config_path)
     compacted = pipeline.open_telemetry(settings).compact()
     result = {
-        "days": [day.date for day in compacted],
+        "merged": [day.date if day.hour is None else f"{day.date} {day.hour}"
+                   for day in compacted],
         "files_merged": sum(day.files for day in compacted),
         "rows": sum(day.rows for day in compacted),
     }
-    logger.info("compact: %d days, %d files merged, %d rows", len(compacted),
+    logger.info("compact: %d merges, %d files merged, %d rows", len(compacted),
                 result["files_merged"], result["rows"])
     return result
 

@@ -78,7 +78,9 @@ from predictor.telemetry.store_compact import (
     COMPACT_BLOCK,
     CompactedDay,
     CompactionError,
+    Merge,
     delete_replaced,
+    plan_merges,
     replaced_files,
     with_replaced_files,
     write_merged_day,
@@ -299,11 +301,14 @@ class TelemetryStore:
     ) -> list[CompactedDay]:
         """Merge the part files of each UTC day before ``before`` into one file per day.
 
+        Within a day that has not ended, the part files of each hour that has are merged
+        into one file per hour (:func:`~predictor.telemetry.store_compact.plan_merges`).
+
         Parameters
         ----------
         before : str, Timestamp or None, default=None
-            Days that end at or before this time are compacted; None means now, so only
-            completed days are. A bound without a timezone is taken as UTC.
+            Days and hours that end at or before this time are compacted; None means now.
+            A bound without a timezone is taken as UTC.
         block : Timedelta, default=COMPACT_BLOCK
             Span of the rows merged in memory at once (an hour); the merged file is
             sorted by block, then by component, metric and timestamp.
@@ -311,29 +316,24 @@ class TelemetryStore:
         Returns
         -------
         list of CompactedDay
-            One entry per day that had more than one part file, in date order.
+            One entry per merge, in date order.
 
         Notes
         -----
-        Each day is one transaction, so a failed or killed compaction leaves the day as
+        Each merge is one transaction, so a failed or killed compaction leaves the day as
         it was. Rows appended later to a compacted day go to a new part file, which the
         next compaction merges. Legacy per-component folders are left as they are.
         """
         cutoff = _as_utc(before if before is not None else pd.Timestamp.now(tz="UTC"))
-        last_date = (cutoff.floor("D") - pd.Timedelta(days=1)).strftime("%Y-%m-%d")
         compacted = []
-        if not self._days_with_several_files(last_date):
+        if not self._days_with_several_files(cutoff.strftime("%Y-%m-%d")):
             # Reading every marker and taking the lock would find nothing to merge.
             return compacted
         with self._lock():
             self._remove_uncommitted()
             self._delete_replaced()
-            summaries = self._summaries()
-            candidates = summaries.loc[summaries[DATE] <= last_date]
-            files_per_day = candidates.groupby(DATE, sort=True)[FILE].nunique()
-            for date in files_per_day.index[files_per_day > 1]:
-                day = candidates.loc[candidates[DATE] == date]
-                compacted.append(self._compact_day(str(date), day, block))
+            for merge in plan_merges(self._summaries(), cutoff, block):
+                compacted.append(self._merge_files(merge, block))
                 self._delete_replaced()
         return compacted
 
@@ -350,8 +350,10 @@ class TelemetryStore:
                 days.append(date)
         return days
 
-    def _compact_day(self, date: str, day: pd.DataFrame, block: pd.Timedelta) -> CompactedDay:
-        """Merge one day's part files into one and commit it as their replacement."""
+    def _merge_files(self, merge: Merge, block: pd.Timedelta) -> CompactedDay:
+        """Merge part files of one day into one and commit it as their replacement."""
+        date, day = merge.date, merge.summaries
+        where = date if merge.hour is None else f"{date} {merge.hour}"
         files = sorted(set(day[FILE]))
         expected = int(day["rows"].sum())
 
@@ -363,9 +365,9 @@ class TelemetryStore:
             merged = int(pc.sum(summary.column("rows")).as_py())
             if merged != expected:
                 raise CompactionError(
-                    f"telemetry store {self.root}: the {len(files)} part files of {date} "
-                    f"hold {merged} rows, their commit markers count {expected}; the "
-                    f"day is left as it is"
+                    f"telemetry store {self.root}: the {len(files)} part files of {where} "
+                    f"contain {merged} rows, their commit markers count {expected}; the "
+                    f"files are left as they are"
                 )
             new_file = Path(written[-1]).relative_to(self.root)
             return with_replaced_files(
@@ -374,9 +376,9 @@ class TelemetryStore:
 
         self._write_transaction(write, None, None)
         logger.info("telemetry store %s: compacted %d part files of %s into one "
-                    "(%d rows, %d components)", self.root, len(files), date, expected,
+                    "(%d rows, %d components)", self.root, len(files), where, expected,
                     day[COMPONENT].nunique())
-        return CompactedDay(date, len(files), expected)
+        return CompactedDay(date, len(files), expected, merge.hour)
 
     def _delete_replaced(self) -> None:
         """Delete the part files and markers that committed compactions replaced (lock held)."""

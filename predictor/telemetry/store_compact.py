@@ -6,7 +6,7 @@ opens the store reads all markers. Compaction writes the rows of a day's part fi
 into one new part file and commits it with a marker that lists the files it replaces
 (in the marker's Parquet metadata under :data:`REPLACES_KEY`). From that commit on,
 readers ignore the summary rows of replaced files. The replaced files, and the markers
-whose files are all replaced, are deleted after the commit; a crash in between leaves
+whose files are all replaced, are deleted after the commit. A crash in between leaves
 them ignored until the next compaction deletes them.
 
 The merged file is written one block of time at a time (an hour by default): the rows of
@@ -45,21 +45,65 @@ COMPACT_BLOCK = pd.Timedelta(hours=1)
 
 @dataclass(frozen=True)
 class CompactedDay:
-    """One UTC day merged into one part file.
+    """The part files of one UTC day, or of one hour of a day not ended, merged into one.
 
     Attributes
     ----------
     date : str
         The day, ``YYYY-MM-DD``.
     files : int
-        The part files it had before.
+        The part files merged.
     rows : int
         The rows of the merged file.
+    hour : str or None
+        ``HH:MM``, the start of the merged block of a day that had not ended; None when
+        the whole day was merged.
     """
 
     date: str
     files: int
     rows: int
+    hour: str | None = None
+
+
+@dataclass(frozen=True)
+class Merge:
+    """Part files to merge into one: their summary rows, and where they lie."""
+
+    date: str
+    hour: str | None
+    summaries: pd.DataFrame
+
+
+def plan_merges(
+    summaries: pd.DataFrame, cutoff: pd.Timestamp, block: pd.Timedelta
+) -> list[Merge]:
+    """Choose the part files to merge, given the store's summary rows.
+
+    A day that ends at or before ``cutoff`` with more than one part file is merged
+    whole. In a day that has not ended, the part files that lie within one block that
+    ends at or before ``cutoff`` are merged when there is more than one. So 5-minute
+    appends become one file per hour while the day goes on, and every opening of the
+    store reads few markers.
+    """
+    last_ended = (cutoff.floor("D") - pd.Timedelta(days=1)).strftime("%Y-%m-%d")
+    merges = []
+    for date, day in summaries.groupby("date", sort=True):
+        if date <= last_ended:
+            if day["file"].nunique() > 1:
+                merges.append(Merge(str(date), None, day))
+            continue
+        ranges = day.groupby("file").agg(
+            first=("first_timestamp", "min"), last=("last_timestamp", "max")
+        )
+        starts = ranges["first"].dt.floor(block)
+        ends = starts + block
+        eligible = (ranges["last"] < ends) & (ends <= cutoff)
+        for start, files in ranges.index[eligible].groupby(starts[eligible]).items():
+            if len(files) > 1:
+                rows = day.loc[day["file"].isin(files)]
+                merges.append(Merge(str(date), start.strftime("%H:%M"), rows))
+    return merges
 
 
 class CompactionError(PredictorError):

@@ -104,11 +104,17 @@ def test_compact_merges_completed_days(store_root: Path):
     _assert_same_rows(store_root, before)
 
 
-def test_compact_skips_day_not_ended(store_root: Path):
-    compacted = TelemetryStore(store_root).compact(before="2026-03-02T12:00:00Z")
+def test_compact_merges_hours_of_day_not_ended(store_root: Path):
+    before = TelemetryStore(store_root).read()
 
-    assert [day.date for day in compacted] == ["2026-03-01"]
-    assert len(_part_files(store_root, "2026-03-02")) > 1
+    compacted = TelemetryStore(store_root).compact(before="2026-03-02T12:10:00Z")
+
+    assert [(day.date, day.hour) for day in compacted] == [("2026-03-01", None)] + [
+        ("2026-03-02", f"{hour:02d}:00") for hour in range(12)
+    ]
+    # Twelve hourly files, then the 5-minute appends from 12:00 on.
+    assert len(_part_files(store_root, "2026-03-02")) == 12 + 144
+    _assert_same_rows(store_root, before)
 
 
 def test_compact_again_changes_nothing(store_root: Path):
