@@ -449,10 +449,11 @@ def _coerce(value: Any, annotation: str, where: str, base: Path | None) -> Any:
             raise ConfigError(f"{where}: expected a string, got {value!r}")
         return value
     if annotation.startswith("Mapping[str, float]"):
-        if not isinstance(value, dict) or not all(
-            isinstance(v, int | float) and not isinstance(v, bool) for v in value.values()
-        ):
+        if not isinstance(value, dict):
             raise ConfigError(f"{where}: expected a table of numbers, got {value!r}")
+        for key, number in value.items():
+            if not isinstance(number, int | float) or isinstance(number, bool):
+                raise ConfigError(f"{where}.{key}: expected a number, got {number!r}")
         return {key: float(number) for key, number in value.items()}
     if annotation.startswith("Mapping"):
         if not isinstance(value, dict) or not all(isinstance(v, str) for v in value.values()):

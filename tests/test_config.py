@@ -104,6 +104,11 @@ def test_relative_source_paths_resolve_against_config(tmp_path):
         (
             "[model]\nmember_weights = {knn = 'low'}\n",
             {},
+            r"model.member_weights.knn: expected a number, got 'low'",
+        ),
+        (
+            "[model]\nmember_weights = [0.7]\n",
+            {},
             r"model.member_weights: expected a table of numbers",
         ),
         ("[levels]\nhigh = 0.9\ncritical = 0.8\n", {}, "elevated < high < critical"),
