@@ -28,7 +28,7 @@ from predictor.forecast import fit_forecasters
 from predictor.model import ComponentModel
 from predictor.telemetry import TelemetryStore
 from predictor.telemetry.schema import COMPONENT, TIMESTAMP
-from predictor.training import grid_steps, new_ensemble
+from predictor.training import forecast_series, grid_steps, new_ensemble
 
 logger = logging.getLogger(__name__)
 
@@ -208,7 +208,7 @@ def _prepare(
     )
     sample = (features.iloc[chosen] - center) / scale
     thresholds = {
-        threshold.metric: grid[threshold.metric]
+        threshold.metric: forecast_series(grid, component, threshold.metric)
         for threshold in settings.thresholds_for(component)
         if threshold.metric in grid.columns
     }

@@ -42,6 +42,15 @@ def grid_steps(minutes: float | None, step_seconds: float) -> int | None:
     return max(1, math.ceil(minutes * 60.0 / step_seconds))
 
 
+def forecast_series(grid: pd.DataFrame, component: str, metric: str) -> pd.Series:
+    """Return a metric's grid column named ``component/metric``.
+
+    The forecaster names its series in warnings, so a fallback in a fleet says which
+    component it concerns.
+    """
+    return grid[metric].rename(f"{component}/{metric}")
+
+
 def new_ensemble(model_config: ModelConfig) -> AnomalyEnsemble:
     """Return an unfitted anomaly ensemble with the ``[model]`` settings."""
     return AnomalyEnsemble(
@@ -107,7 +116,7 @@ def fit_component(
             direction=threshold.direction,
             horizon_steps=horizon_steps,
             season_steps=season_steps,
-        ).fit(grid[threshold.metric])
+        ).fit(forecast_series(grid, component, threshold.metric))
 
     declared = settings.component(component)
     return ComponentModel(
