@@ -382,8 +382,7 @@ class TelemetryStore:
 
     def _delete_replaced(self) -> None:
         """Delete the part files and markers that committed compactions replaced (lock held)."""
-        markers = committed_markers(self.root)
-        self._summaries()
+        markers = self._read_markers()
         replaced = self._replaced(markers)
         if not replaced:
             return
@@ -680,6 +679,18 @@ class TelemetryStore:
 
         Each marker is read once per store object; markers never change once committed.
         """
+        markers = self._read_markers()
+        frames = [self._summary_cache[t] for t in markers if t in self._summary_cache]
+        if not frames:
+            return _no_summaries()
+        summaries = pd.concat(frames, ignore_index=True)
+        replaced = self._replaced(markers)
+        if replaced:
+            summaries = summaries.loc[~summaries[FILE].isin(replaced)].reset_index(drop=True)
+        return summaries
+
+    def _read_markers(self) -> dict[str, int]:
+        """List the committed markers and cache those not read yet; return the listing."""
         for _ in range(READ_ATTEMPTS):
             markers = committed_markers(self.root)
             vanished = [
@@ -692,14 +703,7 @@ class TelemetryStore:
                 break
             # A compaction deleted them after committing its own marker, which a new
             # listing includes.
-        frames = [self._summary_cache[t] for t in markers if t in self._summary_cache]
-        if not frames:
-            return _no_summaries()
-        summaries = pd.concat(frames, ignore_index=True)
-        replaced = self._replaced(markers)
-        if replaced:
-            summaries = summaries.loc[~summaries[FILE].isin(replaced)].reset_index(drop=True)
-        return summaries
+        return markers
 
     def _read_marker(self, transaction: str) -> bool:
         """Cache a marker's summary rows and the part files its commit replaced.
