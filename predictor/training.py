@@ -45,8 +45,8 @@ def grid_steps(minutes: float | None, step_seconds: float) -> int | None:
 def forecast_series(grid: pd.DataFrame, component: str, metric: str) -> pd.Series:
     """Return a metric's grid column named ``component/metric``.
 
-    The forecaster names its series in warnings, so a fallback in a fleet says which
-    component it concerns.
+    The forecaster puts its series name in warnings, so a fallback warning in a fleet
+    names its component.
     """
     return grid[metric].rename(f"{component}/{metric}")
 

@@ -28,9 +28,9 @@ def list_components(
     names = sorted(set(scored) | stored | set(configured))
 
     page = []
-    shown = names[offset : offset + limit]
-    last_times = telemetry.last_timestamps(name for name in shown if name in stored)
-    for name in shown:
+    page_names = names[offset : offset + limit]
+    last_times = telemetry.last_timestamps(name for name in page_names if name in stored)
+    for name in page_names:
         declared = configured.get(name)
         group = declared.group if declared is not None and declared.group else scored.get(name)
         latest = reader.latest(name) if name in scored else None

@@ -331,9 +331,9 @@ def load_fleet(path: str | Path) -> FleetModel:
     try:
         loaded = sio.load(path, trusted=list(TRUSTED_TYPES))
     except UntrustedTypesFoundException:
-        refused = untrusted_types(path)
+        untrusted = untrusted_types(path)
         raise UntrustedModelError(
-            f"{path}: refusing to load untrusted types {refused}; a fleet model file may "
+            f"{path}: refusing to load untrusted types {untrusted}; a fleet model file may "
             "hold only skops' default types and predictor.lifecycle.serialization.TRUSTED_TYPES"
         ) from None
     fleet = _decode(loaded)

@@ -83,7 +83,7 @@ from predictor.telemetry.store_compact import (
     plan_merges,
     replaced_files,
     with_replaced_files,
-    write_merged_day,
+    write_merged_file,
 )
 from predictor.telemetry.store_dedupe import (
     KEPT_VALUE,
@@ -358,7 +358,7 @@ class TelemetryStore:
         expected = int(day["rows"].sum())
 
         def write(transaction: str, written: list[Path]) -> pa.Table:
-            summary = write_merged_day(
+            summary = write_merged_file(
                 self.root, day, block, self.root / f"{DATE}={date}", transaction,
                 written, FLEET_FILE_SCHEMA, ROW_GROUP_ROWS,
             )

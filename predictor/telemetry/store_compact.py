@@ -1,20 +1,21 @@
-"""Merge the part files of one UTC day of the telemetry store into one file.
+"""Merge the part files of a UTC day, or of an hour of the running day, into one file.
 
 Every append adds a part file per UTC day and a commit marker. A store that takes an
 append every 5 minutes gains 288 files and 288 markers a day, and every process that
-opens the store reads all markers. Compaction writes the rows of a day's part files
-into one new part file and commits it with a marker that lists the files it replaces
-(in the marker's Parquet metadata under :data:`REPLACES_KEY`). From that commit on,
+opens the store reads all markers. Compaction writes the rows of a completed day's part
+files, or of a completed hour's within the running day (:func:`plan_merges`), into one
+new part file. It commits that file with a marker that lists the files it replaces, in
+the marker's Parquet metadata under :data:`REPLACES_KEY`. From that commit on,
 readers ignore the summary rows of replaced files. The replaced files, and the markers
 whose files are all replaced, are deleted after the commit. A crash in between leaves
 them ignored until the next compaction deletes them.
 
-The merged file is written one block of time at a time (an hour by default): the rows of
-the block are read from the day's files that overlap it, sorted by component, metric and
-timestamp, and written as the next row groups. Memory stays bounded by one block's rows,
-and because each row group then covers one block, a read of recent hours skips the row
-groups of the other hours by their timestamp statistics, as it skipped whole files
-before the compaction.
+The merged file is written one block of time at a time, an hour by default. The rows of
+a block are read from the merged files that overlap it, sorted by component, metric and
+timestamp, and written as the next row groups. Memory stays bounded by one block's rows.
+Each row group then covers one block, so a read of recent hours skips the row groups of
+the other hours by their timestamp statistics, as it skipped whole files before the
+compaction.
 """
 
 from __future__ import annotations
@@ -125,7 +126,7 @@ def with_replaced_files(summary: pa.Table, files: list[str]) -> pa.Table:
     return summary.replace_schema_metadata({REPLACES_KEY: json.dumps(sorted(files))})
 
 
-def write_merged_day(
+def write_merged_file(
     root: Path,
     day: pd.DataFrame,
     block: pd.Timedelta,
@@ -135,11 +136,11 @@ def write_merged_day(
     file_schema: pa.Schema,
     row_group_rows: int,
 ) -> pa.Table:
-    """Write the rows of a day's part files as one part file in ``folder``.
+    """Write the rows of part files of one day as one part file in ``folder``.
 
-    ``day`` contains the day's summary rows (``file``, ``first_timestamp``,
+    ``day`` contains the summary rows of the files to merge (``file``, ``first_timestamp``,
     ``last_timestamp`` per component and file). The file is written under a hidden
-    temporary name, synced and renamed; its final path is added to ``written`` before
+    temporary name, synced and renamed. Its final path is added to ``written`` before
     the rename, so a rollback can remove it.
 
     Returns

@@ -3,7 +3,7 @@
 The rows replay the shipped SMD sample through the benchmark's fleet generator: 6
 components x 20 metrics at 5-minute steps from 2026-03-01T22:00Z for 30 hours, appended
 one step at a time like the ingest DAG's appends. The store then contains 358 part files
-over three UTC days; one append crosses midnight, so its transaction has a part file on
+over three UTC days. One append crosses midnight, so its transaction has a part file on
 each of two days.
 """
 
@@ -238,7 +238,7 @@ KILLER = textwrap.dedent(
         return wrapper
 
     if point == "after_merged_file":
-        store_module.write_merged_day = kill_after(store_module.write_merged_day)
+        store_module.write_merged_file = kill_after(store_module.write_merged_file)
     elif point == "before_commit":
         store_module.TelemetryStore._commit = kill_before(store_module.TelemetryStore._commit)
     elif point == "after_commit":
